@@ -1,0 +1,97 @@
+#include "mixers/attention.h"
+
+#include "nn/attention.h"
+
+namespace longctx {
+
+AttentionMixerOptions AttentionMixerOptions::parse(Fields& f, int64_t d_model, int64_t n_heads,
+                                                   const RopeOptions& rope, bool sliding) {
+  AttentionMixerOptions o;
+  o.d_model = d_model;
+  o.n_heads = n_heads;
+  o.n_kv_heads = f.get<int64_t>("n_kv_heads", 0);
+  o.q_block = f.get<int64_t>("q_block", 256);
+  f.check(o.q_block > 0, "q_block", o.q_block, "must be > 0");
+  int64_t kvh = o.n_kv_heads ? o.n_kv_heads : n_heads;
+  f.check(kvh > 0 && n_heads % kvh == 0, "n_kv_heads", o.n_kv_heads, "must divide n_heads");
+  if (sliding) {
+    o.window = f.req<int64_t>("window");
+    f.check(o.window > 0, "window", o.window, "must be > 0");
+    o.sinks = f.get<int64_t>("sinks", 0);
+    f.check(o.sinks >= 0, "sinks", o.sinks, "must be >= 0");
+  }
+  o.rope = rope;
+  return o;
+}
+
+AttentionMixer::AttentionMixer(AttentionMixerOptions o) : o_(o), rope_(o.rope) {
+  dh_ = o_.d_model / o_.n_heads;
+  int64_t kvh = o_.n_kv_heads ? o_.n_kv_heads : o_.n_heads;
+  auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
+  q_proj = register_module("q_proj", lin(o_.d_model, o_.n_heads * dh_));
+  k_proj = register_module("k_proj", lin(o_.d_model, kvh * dh_));
+  v_proj = register_module("v_proj", lin(o_.d_model, kvh * dh_));
+  o_proj = register_module("o_proj", lin(o_.n_heads * dh_, o_.d_model));
+}
+
+torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t kvh = o_.n_kv_heads ? o_.n_kv_heads : o_.n_heads;
+  const int64_t pos0 = state.counter("pos");
+  auto pos = torch::arange(pos0, pos0 + T, torch::kInt64);
+
+  auto q = q_proj(x).view({B, T, o_.n_heads, dh_}).transpose(1, 2);  // [B, H, T, dh]
+  auto k = k_proj(x).view({B, T, kvh, dh_}).transpose(1, 2);
+  auto v = v_proj(x).view({B, T, kvh, dh_}).transpose(1, 2);
+  auto qr = rope_.apply(q, pos);
+  k = rope_.apply(k, pos);
+
+  // Keys visible to this segment: [sinks][cache][segment].
+  torch::Tensor keys, vals, kpos;
+  auto ck = state.get("k");
+  int64_t cache_len = ck.defined() ? ck.size(2) : 0;
+  int64_t n_sink_cached = state.has("sink_k") ? state.at("sink_k").size(2) : 0;
+  auto kv = KVCache::append(state, "", k, v);
+  keys = kv.first;
+  vals = kv.second;
+  kpos = torch::arange(pos0 - cache_len, pos0 + T, torch::kInt64);
+  if (n_sink_cached > 0) {
+    keys = torch::cat({state.at("sink_k"), keys}, 2);
+    vals = torch::cat({state.at("sink_v"), vals}, 2);
+    kpos = torch::cat({torch::arange(0, n_sink_cached, torch::kInt64), kpos});
+  }
+  if (kvh != o_.n_heads) {
+    keys = keys.repeat_interleave(o_.n_heads / kvh, 1);
+    vals = vals.repeat_interleave(o_.n_heads / kvh, 1);
+  }
+  AttentionOptions ao;
+  ao.window = o_.window;
+  ao.n_sink = o_.sinks;
+  ao.q_block = o_.q_block;
+  torch::Tensor q_sink;
+  if (o_.window > 0 && o_.sinks > 0)
+    q_sink = rope_.apply(q, torch::clamp_max(pos, o_.sinks + o_.window - 1));
+  auto y = attention(qr, keys, vals, pos, kpos, ao, q_sink);
+  y = o_proj(y.transpose(1, 2).reshape({B, T, o_.n_heads * dh_}));
+
+  // Bound the cache: move the first `sinks` tokens aside once, keep the last `window`.
+  if (o_.window > 0) {
+    if (o_.sinks > n_sink_cached && pos0 < o_.sinks) {
+      int64_t start = n_sink_cached;  // position of the first sink not yet moved
+      int64_t have = std::min<int64_t>(o_.sinks, pos0 + T) - start;
+      // the cache now spans positions [pos0 - cache_len, pos0 + T)
+      auto sk = state.at("k").narrow(2, start - (pos0 - cache_len), have);
+      auto sv = state.at("v").narrow(2, start - (pos0 - cache_len), have);
+      state.set("sink_k", n_sink_cached ? torch::cat({state.at("sink_k"), sk}, 2) : sk.contiguous());
+      state.set("sink_v", n_sink_cached ? torch::cat({state.at("sink_v"), sv}, 2) : sv.contiguous());
+    }
+    // The window cache holds only positions >= sinks (sinks live in sink_k/v).
+    int64_t end = pos0 + T;
+    int64_t keep = std::min<int64_t>(o_.window - 1, end - std::min<int64_t>(o_.sinks, end));
+    KVCache::keep_last(state, "", std::max<int64_t>(keep, 0));
+  }
+  state.set_counter("pos", pos0 + T);
+  return y;
+}
+
+}  // namespace longctx

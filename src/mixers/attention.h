@@ -1,0 +1,42 @@
+// Causal softmax attention with a KV cache, in two modes (like llama.cpp, where the sliding
+// window is a mode of the KV cache):
+//   full_attention   the cache keeps every past token: state grows O(L).
+//   sliding_window   the cache keeps the last `window` tokens and the first `sinks` tokens
+//                    (StreamingLLM, arXiv 2309.17453): state is bounded.
+// Keys are cached after RoPE at absolute positions. With sinks, a query scores the sink keys
+// as if it sat at cache position min(pos, sinks + window - 1), StreamingLLM's in-cache
+// positions, so the relative distance to a sink never exceeds what training saw.
+#pragma once
+#include "io/json_fields.h"
+#include "mixers/mixer.h"
+#include "nn/rope.h"
+
+namespace longctx {
+
+struct AttentionMixerOptions {
+  int64_t d_model = 256, n_heads = 4, n_kv_heads = 0;  // n_kv_heads 0 = n_heads (GQA when fewer)
+  int64_t window = 0;  // 0 = full attention
+  int64_t sinks = 0;
+  int64_t q_block = 256;
+  RopeOptions rope;
+  static AttentionMixerOptions parse(Fields& f, int64_t d_model, int64_t n_heads, const RopeOptions& rope,
+                                     bool sliding);
+};
+
+class AttentionMixer : public Mixer {
+ public:
+  explicit AttentionMixer(AttentionMixerOptions o);
+  torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) override;
+  std::string kind() const override { return o_.window > 0 ? "sliding_window" : "full_attention"; }
+  bool state_bounded() const override { return o_.window > 0; }
+  Rope& rope() { return rope_; }
+
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};  // [D, D] ...
+
+ private:
+  AttentionMixerOptions o_;
+  Rope rope_;
+  int64_t dh_;
+};
+
+}  // namespace longctx

@@ -1,0 +1,36 @@
+// The one streaming interface every mechanism implements.
+//
+// A mixer reads a segment of activations x [B, T, D] and returns [B, T, D], reading and updating
+// the State it carried from earlier segments. Contracts, tested for every mixer:
+//   1. streaming equivalence: one call on a sequence == any split of it into calls, within float
+//      tolerance (token by token included);
+//   2. bounded state: state.bytes() does not grow with tokens seen (unless state_bounded() says so);
+//   3. round trip: a state saved and loaded continues exactly.
+// Under autograd, gradients flow through the state produced inside a call (back-propagation
+// through time); State::detach_() truncates it.
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+
+#include "mixers/state.h"
+
+namespace longctx {
+
+// What one forward call shares between layers (the per-call plan, not persistent state).
+struct StepContext {
+  bool training = false;
+  // Tensors one layer hands to the next within the call (e.g. a mechanism's side stream).
+  std::map<std::string, torch::Tensor> carry;
+};
+
+class Mixer : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) = 0;
+  virtual std::string kind() const = 0;
+  // True when state.bytes() is independent of the number of tokens seen.
+  virtual bool state_bounded() const = 0;
+};
+
+}  // namespace longctx

@@ -1,0 +1,107 @@
+#include "mixers/state.h"
+
+#include "util/error.h"
+
+namespace longctx {
+
+torch::Tensor& State::at(const std::string& name) {
+  auto it = t_.find(name);
+  LCX_CHECK(it != t_.end(), "state: no tensor '", name, "'");
+  return it->second;
+}
+const torch::Tensor& State::at(const std::string& name) const {
+  auto it = t_.find(name);
+  LCX_CHECK(it != t_.end(), "state: no tensor '", name, "'");
+  return it->second;
+}
+torch::Tensor State::get(const std::string& name) const {
+  auto it = t_.find(name);
+  return it == t_.end() ? torch::Tensor() : it->second;
+}
+
+int64_t State::counter(const std::string& name) const {
+  auto it = t_.find(name);
+  return it == t_.end() ? 0 : it->second.item<int64_t>();
+}
+void State::set_counter(const std::string& name, int64_t v) { t_[name] = torch::tensor(v, torch::kInt64); }
+
+int64_t State::bytes() const {
+  int64_t b = 0;
+  for (auto& [n, t] : t_)
+    if (t.defined()) b += t.numel() * t.element_size();
+  return b;
+}
+
+void State::detach_() {
+  for (auto& [n, t] : t_)
+    if (t.defined()) t = t.detach();
+}
+
+State State::clone() const {
+  State s;
+  for (auto& [n, t] : t_) s.t_[n] = t.defined() ? t.detach().clone() : t;
+  return s;
+}
+
+namespace {
+// Appends x to c along dim 2. c may be a prefix view of a [B, H, cap, dh] buffer with spare
+// capacity (as this function leaves it); then x is copied into the spare rows. Otherwise a
+// buffer of twice the needed length is allocated. State copies are shallow: take a snapshot
+// with State::clone() before appending to two copies of one cache.
+torch::Tensor append_rows(const torch::Tensor& c, const torch::Tensor& x) {
+  int64_t B = c.size(0), H = c.size(1), len = c.size(2), dh = c.size(3), add = x.size(2);
+  bool prefix_view = c.storage_offset() == 0 && c.stride(3) == 1 && c.stride(2) == dh &&
+                     c.stride(1) % dh == 0 && c.stride(0) == H * c.stride(1);
+  int64_t cap = prefix_view ? c.stride(1) / dh : 0;
+  if (prefix_view && cap >= len + add &&
+      static_cast<int64_t>(c.storage().nbytes()) >= B * H * cap * dh * c.element_size()) {
+    auto full = c.as_strided({B, H, cap, dh}, {H * cap * dh, cap * dh, dh, 1});
+    full.narrow(2, len, add).copy_(x);
+    return full.narrow(2, 0, len + add);
+  }
+  int64_t ncap = std::max<int64_t>(2 * (len + add), 64);
+  auto full = torch::empty({B, H, ncap, dh}, c.options());
+  full.narrow(2, 0, len).copy_(c);
+  full.narrow(2, len, add).copy_(x);
+  return full.narrow(2, 0, len + add);
+}
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> KVCache::append(State& s, const std::string& prefix,
+                                                        const torch::Tensor& k, const torch::Tensor& v) {
+  std::string kn = prefix + "k", vn = prefix + "v";
+  if (!s.has(kn)) {
+    s.set(kn, k);
+    s.set(vn, v);
+    return {k, v};
+  }
+  auto& ck = s.at(kn);
+  auto& cv = s.at(vn);
+  if (torch::GradMode::is_enabled() && (ck.requires_grad() || k.requires_grad())) {
+    ck = torch::cat({ck, k}, 2);  // keep the graph through the cache
+    cv = torch::cat({cv, v}, 2);
+  } else {
+    ck = append_rows(ck, k);
+    cv = append_rows(cv, v);
+  }
+  return {ck, cv};
+}
+
+void KVCache::keep_last(State& s, const std::string& prefix, int64_t keep) {
+  for (auto n : {prefix + "k", prefix + "v"}) {
+    if (!s.has(n)) continue;
+    auto& c = s.at(n);
+    int64_t len = c.size(2);
+    if (len <= keep) continue;
+    // Under autograd keep the graph; otherwise copy to compact memory.
+    auto tail = c.narrow(2, len - keep, keep);
+    c = (torch::GradMode::is_enabled() && c.requires_grad()) ? tail : tail.contiguous();
+  }
+}
+
+int64_t KVCache::length(const State& s, const std::string& prefix) {
+  auto k = s.get(prefix + "k");
+  return k.defined() ? k.size(2) : 0;
+}
+
+}  // namespace longctx

@@ -1,0 +1,50 @@
+// The state a layer carries from one segment to the next: named tensors. Every mechanism's
+// state fits this one type (a KV cache, Infini-attention's M and z, MEGALODON's CEMA hidden
+// and norm statistics, FAM activations, beacon KV), so bytes(), save/load, detach and copy are
+// written once for all of them.
+#pragma once
+#include <torch/types.h>
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace longctx {
+
+class State {
+ public:
+  bool has(const std::string& name) const { return t_.count(name) > 0; }
+  torch::Tensor& at(const std::string& name);
+  const torch::Tensor& at(const std::string& name) const;
+  torch::Tensor get(const std::string& name) const;  // undefined tensor when absent
+  void set(const std::string& name, torch::Tensor t) { t_[name] = std::move(t); }
+  void erase(const std::string& name) { t_.erase(name); }
+  bool empty() const { return t_.empty(); }
+
+  // Counters (positions, token counts) stored as int64 scalars so they save with the tensors.
+  int64_t counter(const std::string& name) const;
+  void set_counter(const std::string& name, int64_t v);
+
+  int64_t bytes() const;   // sum of tensor bytes
+  void detach_();          // truncated back-propagation through time
+  State clone() const;     // deep copy (explicit: the cost should be visible)
+  const std::map<std::string, torch::Tensor>& tensors() const { return t_; }
+
+ private:
+  std::map<std::string, torch::Tensor> t_;
+};
+
+// A key/value cache that appends. Under autograd it concatenates (gradients flow through the
+// cache); without autograd it grows a buffer geometrically, so decoding token by token is
+// amortised O(1) per token rather than O(L) copies.
+struct KVCache {
+  // Appends k, v ([B, H, T, dh]) under names "<prefix>k", "<prefix>v"; returns the full cache.
+  static std::pair<torch::Tensor, torch::Tensor> append(State& s, const std::string& prefix,
+                                                        const torch::Tensor& k, const torch::Tensor& v);
+  // Keeps only the last `keep` entries (buffer compacted).
+  static void keep_last(State& s, const std::string& prefix, int64_t keep);
+  static int64_t length(const State& s, const std::string& prefix);
+};
+
+}  // namespace longctx

@@ -1,0 +1,33 @@
+// Model configuration: the "model" object of config.json. Every field validated; unknown fields
+// rejected by name. Mechanism-specific fields live in "mixer" and are parsed by the factory.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace longctx {
+
+struct ModelConfig {
+  int64_t vocab_size = 256;   // from the tokenizer
+  int64_t d_model = 256;
+  int64_t n_layers = 4;
+  int64_t n_heads = 4;
+  int64_t d_ff = 0;           // 0: 8/3 d_model rounded up to a multiple of 32 (SwiGLU)
+  double norm_eps = 1e-5;
+  bool tie_embeddings = false;
+  double init_std = 0.02;     // GPT-2 init; output projections scaled by 1/sqrt(2 n_layers)
+  double rope_theta = 10000;  // RoPE base
+  nlohmann::json rope_scaling;  // reserved for the RoPE-scaling family (null: none)
+  nlohmann::json mixer = {{"type", "full_attention"}};
+
+  int64_t ffn_dim() const { return d_ff > 0 ? d_ff : ((8 * d_model / 3 + 31) / 32) * 32; }
+  std::string mixer_type() const { return mixer.value("type", "full_attention"); }
+  nlohmann::json to_json() const;
+  // `where` names the file for error messages.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& where);
+  // FNV-1a 64 of the canonical JSON: stored in checkpoints and states, checked on load.
+  std::string hash() const;
+};
+
+}  // namespace longctx

@@ -1,0 +1,65 @@
+#include "model/factory.h"
+
+#include "io/json_fields.h"
+#include "mixers/attention.h"
+
+namespace longctx {
+
+namespace {
+
+RopeOptions rope_of(const ModelConfig& c) {
+  RopeOptions r;
+  r.dim = c.d_model / c.n_heads;
+  r.base = c.rope_theta;
+  return r;
+}
+
+std::shared_ptr<Mixer> attention_mixer(const ModelConfig& c, const std::string& where, bool sliding) {
+  Fields f(c.mixer, where, "model.mixer");
+  f.get<std::string>("type", "");
+  auto o = AttentionMixerOptions::parse(f, c.d_model, c.n_heads, rope_of(c), sliding);
+  f.done();
+  return std::make_shared<AttentionMixer>(o);
+}
+
+struct Entry {
+  const char* type;
+  std::shared_ptr<Mixer> (*make)(const ModelConfig&, const std::string&);
+};
+
+// One line per mechanism.
+const Entry kMixers[] = {
+    {"full_attention", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, false); }},
+    {"sliding_window", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, true); }},
+};
+
+const Entry& find(const ModelConfig& c, const std::string& where) {
+  std::string t = c.mixer_type();
+  for (auto& e : kMixers)
+    if (t == e.type) return e;
+  std::string known;
+  for (auto& e : kMixers) known += std::string(known.empty() ? "" : ", ") + e.type;
+  fail(where, ": field 'model.mixer.type' = '", t, "' is not a known mixer (", known, ")");
+}
+
+}  // namespace
+
+std::vector<std::string> mixer_types() {
+  std::vector<std::string> v;
+  for (auto& e : kMixers) v.push_back(e.type);
+  return v;
+}
+
+void validate_mixer_config(const ModelConfig& c, const std::string& where) {
+  torch::NoGradGuard ng;
+  // Building one mixer runs its parser; the weights are small and discarded.
+  ModelConfig probe = c;
+  find(c, where).make(probe, where);
+}
+
+std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer) {
+  auto mixer = find(c, "config").make(c, "config");
+  return std::make_shared<PreNormBlock>(mixer, c.d_model, c.ffn_dim(), c.norm_eps);
+}
+
+}  // namespace longctx

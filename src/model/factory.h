@@ -1,0 +1,18 @@
+// The one place that knows which mechanisms exist: mixer type -> block. Nothing above model/
+// names a mixer.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/block.h"
+#include "model/config.h"
+
+namespace longctx {
+
+// Validates the "mixer" object of a model config (throws naming the field).
+void validate_mixer_config(const ModelConfig& c, const std::string& where);
+std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer);
+std::vector<std::string> mixer_types();
+
+}  // namespace longctx

@@ -1,0 +1,137 @@
+#include "model/lm.h"
+
+#include <cmath>
+
+#include "io/safetensors.h"
+#include "model/factory.h"
+#include "util/error.h"
+
+namespace longctx {
+
+int64_t ModelState::bytes() const {
+  int64_t b = head.bytes();
+  for (auto& s : layers) b += s.bytes();
+  return b;
+}
+void ModelState::detach_() {
+  head.detach_();
+  for (auto& s : layers) s.detach_();
+}
+ModelState ModelState::clone() const {
+  ModelState m;
+  m.tokens = tokens;
+  m.head = head.clone();
+  for (auto& s : layers) m.layers.push_back(s.clone());
+  return m;
+}
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& c) : cfg_(c) {
+  model = register_module("model", std::make_shared<Body>());
+  model->embed_tokens = model->register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.d_model));
+  model->layers = model->register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    auto b = make_block(c, i);
+    model->layers->push_back(b);
+    blocks.push_back(b);
+  }
+  model->norm = model->register_module("norm", RMSNorm(c.d_model, c.norm_eps));
+  if (!c.tie_embeddings)
+    lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.vocab_size).bias(false)));
+  init_weights();
+}
+
+void CausalLMImpl::init_weights() {
+  torch::NoGradGuard ng;
+  double out_std = cfg_.init_std / std::sqrt(2.0 * cfg_.n_layers);
+  for (auto& item : named_parameters()) {
+    const auto& name = item.key();
+    auto& p = item.value();
+    if (p.dim() < 2) continue;  // norms: ones
+    bool out = name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos;
+    p.normal_(0.0, out ? out_std : cfg_.init_std);
+  }
+}
+
+int64_t CausalLMImpl::num_parameters() const {
+  int64_t n = 0;
+  for (auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+ModelState CausalLMImpl::new_state() const {
+  ModelState s;
+  s.layers.resize(cfg_.n_layers);
+  return s;
+}
+
+torch::Tensor CausalLMImpl::hidden(const torch::Tensor& tokens, ModelState& state, bool training) {
+  LCX_CHECK(tokens.dim() == 2, "model: tokens must be [B, T]");
+  if (state.layers.empty()) state.layers.resize(cfg_.n_layers);
+  LCX_CHECK(static_cast<int64_t>(state.layers.size()) == cfg_.n_layers, "model: state has ", state.layers.size(),
+            " layers, model has ", cfg_.n_layers);
+  StepContext ctx;
+  ctx.training = training;
+  auto h = model->embed_tokens(tokens);
+  for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->forward(h, state.layers[i], ctx);
+  state.tokens += tokens.size(1);
+  return model->norm(h);
+}
+
+torch::Tensor CausalLMImpl::logits(const torch::Tensor& h) {
+  return cfg_.tie_embeddings ? torch::nn::functional::linear(h, model->embed_tokens->weight) : lm_head(h);
+}
+
+torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, ModelState& state, bool training) {
+  return logits(hidden(tokens, state, training));
+}
+
+static const char* kStateFormat = "longctx-state";
+static const char* kStateVersion = "1";
+
+void save_state(const std::string& path, const ModelState& s, const ModelConfig& c) {
+  std::vector<std::pair<std::string, torch::Tensor>> t;
+  for (size_t i = 0; i < s.layers.size(); ++i)
+    for (auto& [n, x] : s.layers[i].tensors()) t.push_back({"layers." + std::to_string(i) + "." + n, x});
+  for (auto& [n, x] : s.head.tensors()) t.push_back({"head." + n, x});
+  save_safetensors(path, t,
+                   {{"format", kStateFormat},
+                    {"version", kStateVersion},
+                    {"mechanism", c.mixer_type()},
+                    {"config_hash", c.hash()},
+                    {"n_layers", std::to_string(c.n_layers)},
+                    {"tokens", std::to_string(s.tokens)}});
+}
+
+ModelState load_state(const std::string& path, const ModelConfig& c) {
+  auto f = load_safetensors(path);
+  auto meta = [&](const std::string& k) {
+    auto it = f.metadata.find(k);
+    LCX_CHECK(it != f.metadata.end(), path, ": not a longctx state (metadata '", k, "' missing)");
+    return it->second;
+  };
+  LCX_CHECK(meta("format") == kStateFormat, path, ": format '", meta("format"), "' is not ", kStateFormat);
+  LCX_CHECK(meta("version") == kStateVersion, path, ": state version ", meta("version"), " is not supported (expected ",
+            kStateVersion, ")");
+  LCX_CHECK(meta("mechanism") == c.mixer_type(), path, ": state of mechanism '", meta("mechanism"),
+            "' cannot continue a '", c.mixer_type(), "' model");
+  LCX_CHECK(meta("config_hash") == c.hash(), path, ": state was written by a model with config hash ",
+            meta("config_hash"), ", this model's is ", c.hash());
+  ModelState s;
+  s.layers.resize(c.n_layers);
+  s.tokens = std::stoll(meta("tokens"));
+  for (auto& [n, x] : f.tensors) {
+    if (n.rfind("head.", 0) == 0) {
+      s.head.set(n.substr(5), x);
+      continue;
+    }
+    LCX_CHECK(n.rfind("layers.", 0) == 0, path, ": unexpected tensor '", n, "'");
+    auto dot = n.find('.', 7);
+    LCX_CHECK(dot != std::string::npos, path, ": malformed tensor name '", n, "'");
+    int64_t i = std::stoll(n.substr(7, dot - 7));
+    LCX_CHECK(i >= 0 && i < c.n_layers, path, ": tensor '", n, "' names layer ", i, " of ", c.n_layers);
+    s.layers[i].set(n.substr(dot + 1), x);
+  }
+  return s;
+}
+
+}  // namespace longctx

@@ -1,0 +1,56 @@
+// The causal language model: embeddings, a stack of blocks, final norm, output projection.
+// Parameter names follow Hugging Face's Llama (model.embed_tokens, model.layers.N.self_attn.q_proj,
+// model.norm, lm_head), so the weights read like a transformers checkpoint.
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "model/block.h"
+#include "model/config.h"
+
+namespace longctx {
+
+// Everything a model carries between calls: one State per layer and the tokens seen.
+struct ModelState {
+  std::vector<State> layers;
+  State head;          // model-level state (e.g. a final norm with running statistics)
+  int64_t tokens = 0;  // tokens fed so far
+  int64_t bytes() const;
+  void detach_();
+  ModelState clone() const;
+};
+
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  explicit CausalLMImpl(const ModelConfig& c);
+  // tokens [B, T] int64 -> logits [B, T, V] (float32). Continues `state`.
+  torch::Tensor forward(const torch::Tensor& tokens, ModelState& state, bool training = false);
+  ModelState new_state() const;
+  const ModelConfig& config() const { return cfg_; }
+  int64_t num_parameters() const;
+  // Hidden states before the output projection (for chunked loss computation).
+  torch::Tensor hidden(const torch::Tensor& tokens, ModelState& state, bool training = false);
+  torch::Tensor logits(const torch::Tensor& hidden);
+
+  struct Body : torch::nn::Module {
+    torch::nn::Embedding embed_tokens{nullptr};  // [V, D]
+    torch::nn::ModuleList layers;
+    RMSNorm norm{nullptr};  // [D]
+  };
+  std::shared_ptr<Body> model;
+  torch::nn::Linear lm_head{nullptr};  // [V, D]; absent when tied to embed_tokens
+  std::vector<std::shared_ptr<Block>> blocks;
+
+ private:
+  void init_weights();
+  ModelConfig cfg_;
+};
+TORCH_MODULE(CausalLM);
+
+// States on disk: safetensors with tensors "layers.N.name" / "head.name" and metadata naming
+// the format, version, mechanism and config hash; a mismatch is refused by name.
+void save_state(const std::string& path, const ModelState& s, const ModelConfig& c);
+ModelState load_state(const std::string& path, const ModelConfig& c);
+
+}  // namespace longctx

@@ -1,0 +1,104 @@
+#include "model/pretrained.h"
+
+#include <filesystem>
+
+#include "io/fs.h"
+#include "io/safetensors.h"
+#include "util/error.h"
+
+namespace longctx {
+
+void apply_overrides(nlohmann::json& j, const std::vector<std::string>& overrides) {
+  for (auto& o : overrides) {
+    auto eq = o.find('=');
+    LCX_CHECK(eq != std::string::npos && eq > 0, "override '", o, "' must look like path.to.field=value");
+    std::string path = o.substr(0, eq), val = o.substr(eq + 1);
+    nlohmann::json v;
+    try {
+      v = nlohmann::json::parse(val);
+    } catch (...) {
+      v = val;
+    }
+    nlohmann::json* cur = &j;
+    size_t start = 0;
+    while (true) {
+      auto dot = path.find('.', start);
+      std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      LCX_CHECK(!key.empty(), "override '", o, "': empty field name");
+      if (dot == std::string::npos) {
+        (*cur)[key] = v;
+        break;
+      }
+      if (!cur->contains(key) || !(*cur)[key].is_object()) (*cur)[key] = nlohmann::json::object();
+      cur = &(*cur)[key];
+      start = dot + 1;
+    }
+  }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> named_weights(CausalLM& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> v;
+  for (auto& item : model->named_parameters()) v.push_back({item.key(), item.value()});
+  return v;
+}
+
+static torch::ScalarType dtype_of(const std::string& d) {
+  if (d == "F32") return torch::kFloat32;
+  if (d == "F16") return torch::kFloat16;
+  if (d == "BF16") return torch::kBFloat16;
+  fail("weights dtype '", d, "' is not one of F32, F16, BF16");
+}
+
+void save_weights(const std::string& path, CausalLM& model, const std::string& dtype,
+                  const std::map<std::string, std::string>& extra) {
+  auto st = dtype_of(dtype);
+  std::vector<std::pair<std::string, torch::Tensor>> t;
+  for (auto& [n, p] : named_weights(model)) t.push_back({n, p.detach().to(st)});
+  std::map<std::string, std::string> meta = {{"format", "pt"},  // what transformers expects
+                                             {"longctx_config_hash", model->config().hash()}};
+  for (auto& [k, v] : extra) meta[k] = v;
+  save_safetensors(path, t, meta);
+}
+
+void load_weights(const std::string& path, CausalLM& model) {
+  auto f = load_safetensors(path);
+  torch::NoGradGuard ng;
+  std::set<std::string> used;
+  for (auto& [n, p] : named_weights(model)) {
+    LCX_CHECK(f.has(n), path, ": missing tensor '", n, "' for this model's config");
+    const auto& t = f.at(n);
+    LCX_CHECK(t.sizes() == p.sizes(), path, ": tensor '", n, "' has shape ", t.sizes(), ", the model expects ",
+              p.sizes());
+    LCX_CHECK(t.is_floating_point(), path, ": tensor '", n, "' is not floating point");
+    p.copy_(t.to(p.scalar_type()));
+    used.insert(n);
+  }
+  for (auto& [n, t] : f.tensors)
+    LCX_CHECK(used.count(n), path, ": tensor '", n, "' is not a parameter of this model's config");
+}
+
+Pretrained load_pretrained(const std::string& dir, const std::vector<std::string>& overrides) {
+  namespace fs = std::filesystem;
+  LCX_CHECK(fs::is_directory(dir), "model folder '", dir, "' does not exist");
+  Pretrained p;
+  p.dir = dir;
+  std::string cfg_path = dir + "/config.json";
+  try {
+    p.config = nlohmann::json::parse(read_file(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(cfg_path, ": not valid JSON (", e.what(), ")");
+  }
+  LCX_CHECK(p.config.is_object() && p.config.contains("model"), cfg_path, ": no 'model' object");
+  apply_overrides(p.config, overrides);
+  p.model_config = ModelConfig::from_json(p.config["model"], cfg_path);
+  std::string tok = p.config.contains("tokenizer") ? p.config["tokenizer"].value("type", "byte") : "byte";
+  p.tokenizer = make_tokenizer(tok, dir);
+  LCX_CHECK(p.tokenizer->vocab_size() <= p.model_config.vocab_size, cfg_path, ": tokenizer has ",
+            p.tokenizer->vocab_size(), " tokens, model.vocab_size is ", p.model_config.vocab_size);
+  p.model = CausalLM(p.model_config);
+  load_weights(dir + "/model.safetensors", p.model);
+  p.model->eval();
+  return p;
+}
+
+}  // namespace longctx

@@ -1,0 +1,38 @@
+// Model folders like the Hugging Face hub's: config.json, model.safetensors, and the tokenizer
+// (tokenizer.model for SentencePiece). Training runs keep optimizer and trainer state beside them.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/lm.h"
+#include "text/tokenizer.h"
+
+namespace longctx {
+
+struct Pretrained {
+  std::string dir;
+  nlohmann::json config;  // the whole config.json (with overrides applied)
+  ModelConfig model_config;
+  CausalLM model{nullptr};
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// Applies "a.b.c=value" overrides to a JSON object (value parsed as JSON, else a string).
+void apply_overrides(nlohmann::json& j, const std::vector<std::string>& overrides);
+
+// Loads config.json, model.safetensors (F32/F16/BF16 stored; computed in F32) and the tokenizer.
+// Overrides change the config before the model is built (e.g. model.mixer.type=sliding_window).
+Pretrained load_pretrained(const std::string& dir, const std::vector<std::string>& overrides = {});
+
+// Writes model.safetensors (atomic) with every parameter under its name; dtype F32, F16 or BF16.
+void save_weights(const std::string& path, CausalLM& model, const std::string& dtype = "F32",
+                  const std::map<std::string, std::string>& extra_metadata = {});
+void load_weights(const std::string& path, CausalLM& model);
+
+// The parameter tensors of a model by name (tied weights once).
+std::vector<std::pair<std::string, torch::Tensor>> named_weights(CausalLM& model);
+
+}  // namespace longctx

@@ -1,0 +1,90 @@
+#include "nn/attention.h"
+
+#include <cmath>
+
+#include "util/error.h"
+
+namespace longctx {
+
+namespace {
+
+torch::Tensor visible(const torch::Tensor& qp, const torch::Tensor& kp, const AttentionOptions& o) {
+  auto d = qp.unsqueeze(1) - kp.unsqueeze(0);  // [Tq, Tk]
+  auto m = d >= 0;
+  if (o.window > 0) m = m & ((d < o.window) | (kp.unsqueeze(0) < o.n_sink));
+  return m;
+}
+
+torch::Tensor masked_attend(const torch::Tensor& scores, const torch::Tensor& mask, const torch::Tensor& v) {
+  auto s = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
+  return torch::matmul(torch::softmax(s, -1), v);
+}
+
+torch::Tensor scores_for(const torch::Tensor& q, const torch::Tensor& qs, const torch::Tensor& k,
+                         int64_t n_sinkk, double scale) {
+  // Keys [0, n_sinkk) are sinks, scored with qs when given.
+  if (!qs.defined() || n_sinkk == 0) return torch::matmul(q, k.transpose(-1, -2)) * scale;
+  auto a = torch::matmul(qs, k.narrow(2, 0, n_sinkk).transpose(-1, -2));
+  auto b = torch::matmul(q, k.narrow(2, n_sinkk, k.size(2) - n_sinkk).transpose(-1, -2));
+  return torch::cat({a, b}, -1) * scale;
+}
+
+}  // namespace
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& q_pos, const torch::Tensor& k_pos, const AttentionOptions& o,
+                        const torch::Tensor& q_sink) {
+  LCX_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention: q, k, v must be [B, H, T, dh]");
+  int64_t Tq = q.size(2), Tk = k.size(2);
+  LCX_CHECK(q_pos.numel() == Tq && k_pos.numel() == Tk, "attention: positions do not match T");
+  double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(q.size(3)));
+  auto qp = q_pos.to(torch::kInt64).contiguous(), kp = k_pos.to(torch::kInt64).contiguous();
+  const int64_t* kpp = kp.data_ptr<int64_t>();
+  const int64_t* qpp = qp.data_ptr<int64_t>();
+  // Number of sink keys at the front of k (positions < n_sink).
+  int64_t n_sinkk = 0;
+  if (o.window > 0 && o.n_sink > 0) n_sinkk = std::lower_bound(kpp, kpp + Tk, o.n_sink) - kpp;
+  std::vector<torch::Tensor> outs;
+  for (int64_t i0 = 0; i0 < Tq; i0 += o.q_block) {
+    int64_t n = std::min(o.q_block, Tq - i0);
+    int64_t pmin = qpp[i0], pmax = qpp[i0 + n - 1];
+    // Keys any query of the block can see: [lo, hi) plus the sinks in front.
+    int64_t hi = std::upper_bound(kpp, kpp + Tk, pmax) - kpp;
+    int64_t lo = o.window > 0 ? std::lower_bound(kpp, kpp + Tk, pmin - o.window + 1) - kpp : 0;
+    lo = std::min(lo, hi);
+    auto qb = q.narrow(2, i0, n);
+    auto qsb = q_sink.defined() ? q_sink.narrow(2, i0, n) : torch::Tensor();
+    torch::Tensor kb, vb, kpb;
+    int64_t ns = 0;
+    if (n_sinkk > 0 && lo > n_sinkk) {
+      ns = n_sinkk;
+      kb = torch::cat({k.narrow(2, 0, ns), k.narrow(2, lo, hi - lo)}, 2);
+      vb = torch::cat({v.narrow(2, 0, ns), v.narrow(2, lo, hi - lo)}, 2);
+      kpb = torch::cat({kp.narrow(0, 0, ns), kp.narrow(0, lo, hi - lo)});
+    } else {
+      if (n_sinkk > 0) lo = 0;  // the sinks are inside [lo, hi) already
+      ns = std::min(n_sinkk, hi);
+      kb = k.narrow(2, lo, hi - lo);
+      vb = v.narrow(2, lo, hi - lo);
+      kpb = kp.narrow(0, lo, hi - lo);
+    }
+    auto s = scores_for(qb, qsb, kb, ns, scale);
+    outs.push_back(masked_attend(s, visible(qp.narrow(0, i0, n), kpb, o), vb));
+  }
+  return outs.size() == 1 ? outs[0] : torch::cat(outs, 2);
+}
+
+torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                  const torch::Tensor& q_pos, const torch::Tensor& k_pos,
+                                  const AttentionOptions& o, const torch::Tensor& q_sink) {
+  double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(q.size(3)));
+  auto kp = k_pos.to(torch::kInt64), qp = q_pos.to(torch::kInt64);
+  auto s = torch::matmul(q, k.transpose(-1, -2)) * scale;
+  if (q_sink.defined() && o.n_sink > 0) {
+    auto ss = torch::matmul(q_sink, k.transpose(-1, -2)) * scale;
+    s = torch::where((kp < o.n_sink).view({1, 1, 1, -1}), ss, s);
+  }
+  return masked_attend(s, visible(qp, kp, o), v);
+}
+
+}  // namespace longctx

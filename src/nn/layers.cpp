@@ -1,0 +1,26 @@
+#include "nn/layers.h"
+
+namespace longctx {
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto xf = x.to(torch::kFloat32);
+  auto r = torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
+  return (xf * r).to(x.scalar_type()) * weight;
+}
+
+SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
+  auto o = [](int64_t i, int64_t o) { return torch::nn::LinearOptions(i, o).bias(false); };
+  gate_proj = register_module("gate_proj", torch::nn::Linear(o(dim, hidden)));
+  up_proj = register_module("up_proj", torch::nn::Linear(o(dim, hidden)));
+  down_proj = register_module("down_proj", torch::nn::Linear(o(hidden, dim)));
+}
+
+torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+}  // namespace longctx

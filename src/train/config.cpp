@@ -1,0 +1,154 @@
+#include "train/config.h"
+
+#include "io/fs.h"
+#include "io/json_fields.h"
+#include "model/pretrained.h"
+
+namespace longctx {
+
+nlohmann::json RunConfig::to_json() const {
+  nlohmann::ordered_json j;
+  j["model"] = model.to_json();
+  nlohmann::ordered_json t;
+  t["type"] = tokenizer.type;
+  if (!tokenizer.path.empty()) t["path"] = tokenizer.path;
+  if (tokenizer.vocab_size) t["vocab_size"] = tokenizer.vocab_size;
+  j["tokenizer"] = t;
+  j["data"] = {{"train", data.train},
+               {"val_docs", data.val_docs},
+               {"split_seed", data.split_seed},
+               {"seq_len", data.seq_len},
+               {"separator", data.separator}};
+  nlohmann::ordered_json tr;
+  tr["steps"] = train.steps;
+  tr["batch_size"] = train.batch_size;
+  tr["grad_accum"] = train.grad_accum;
+  tr["lr"] = train.lr;
+  tr["min_lr_ratio"] = train.min_lr_ratio;
+  tr["warmup_steps"] = train.warmup_steps;
+  tr["weight_decay"] = train.weight_decay;
+  tr["beta1"] = train.beta1;
+  tr["beta2"] = train.beta2;
+  tr["eps"] = train.eps;
+  tr["clip"] = train.clip;
+  tr["eval_every"] = train.eval_every;
+  tr["eval_batches"] = train.eval_batches;
+  tr["checkpoint_every"] = train.checkpoint_every;
+  tr["keep_checkpoints"] = train.keep_checkpoints;
+  tr["log_every"] = train.log_every;
+  tr["seed"] = train.seed;
+  auto groups = nlohmann::json::array();
+  for (auto& g : train.param_groups)
+    groups.push_back({{"match", g.match}, {"lr_scale", g.lr_scale}, {"weight_decay", g.weight_decay}});
+  tr["param_groups"] = groups;
+  j["train"] = tr;
+  return nlohmann::json(j);
+}
+
+RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  Fields top(j, where, "");
+  RunConfig c;
+  {
+    auto f = top.sub("tokenizer");
+    c.tokenizer.type = f.get<std::string>("type", "byte");
+    f.check(c.tokenizer.type == "byte" || c.tokenizer.type == "sentencepiece", "type", c.tokenizer.type,
+            "must be byte or sentencepiece");
+    c.tokenizer.path = f.get<std::string>("path", "");
+    c.tokenizer.vocab_size = f.get<int64_t>("vocab_size", 0);
+    if (c.tokenizer.type == "sentencepiece")
+      f.check(!c.tokenizer.path.empty() || c.tokenizer.vocab_size >= 64, "vocab_size", c.tokenizer.vocab_size,
+              "must be >= 64 when no tokenizer path is given (a tokenizer is trained)");
+    f.done();
+  }
+  {
+    auto m = top.raw("model");
+    LCX_CHECK(m.is_object(), where, ": missing 'model' object");
+    if (!m.contains("vocab_size")) {
+      if (c.tokenizer.type == "byte") m["vocab_size"] = 256;
+      else if (c.tokenizer.vocab_size) m["vocab_size"] = c.tokenizer.vocab_size;
+      else m["vocab_size"] = make_tokenizer("sentencepiece", std::filesystem::path(c.tokenizer.path).parent_path().string())->vocab_size();
+    }
+    c.model = ModelConfig::from_json(m, where);
+  }
+  {
+    auto f = top.sub("data");
+    c.data.train = f.get<std::vector<std::string>>("train", c.data.train);
+    f.check(!c.data.train.empty(), "train", "[]", "must name at least one corpus");
+    c.data.val_docs = f.get<int64_t>("val_docs", c.data.val_docs);
+    f.check(c.data.val_docs >= 1, "val_docs", c.data.val_docs, "must be >= 1");
+    c.data.split_seed = f.get<uint64_t>("split_seed", c.data.split_seed);
+    c.data.seq_len = f.get<int64_t>("seq_len", c.data.seq_len);
+    f.check(c.data.seq_len >= 2, "seq_len", c.data.seq_len, "must be >= 2");
+    c.data.separator = f.get<std::string>("separator", c.data.separator);
+    f.done();
+  }
+  {
+    auto f = top.sub("train");
+    auto& t = c.train;
+    t.steps = f.get<int64_t>("steps", t.steps);
+    f.check(t.steps >= 1, "steps", t.steps, "must be >= 1");
+    t.batch_size = f.get<int64_t>("batch_size", t.batch_size);
+    f.check(t.batch_size >= 1, "batch_size", t.batch_size, "must be >= 1");
+    t.grad_accum = f.get<int64_t>("grad_accum", t.grad_accum);
+    f.check(t.grad_accum >= 1, "grad_accum", t.grad_accum, "must be >= 1");
+    t.lr = f.get<double>("lr", t.lr);
+    f.check(t.lr > 0 && t.lr < 1, "lr", t.lr, "must be in (0, 1)");
+    t.min_lr_ratio = f.get<double>("min_lr_ratio", t.min_lr_ratio);
+    f.check(t.min_lr_ratio >= 0 && t.min_lr_ratio <= 1, "min_lr_ratio", t.min_lr_ratio, "must be in [0, 1]");
+    t.warmup_steps = f.get<int64_t>("warmup_steps", t.warmup_steps);
+    f.check(t.warmup_steps >= 0, "warmup_steps", t.warmup_steps, "must be >= 0");
+    t.weight_decay = f.get<double>("weight_decay", t.weight_decay);
+    f.check(t.weight_decay >= 0, "weight_decay", t.weight_decay, "must be >= 0");
+    t.beta1 = f.get<double>("beta1", t.beta1);
+    f.check(t.beta1 >= 0 && t.beta1 < 1, "beta1", t.beta1, "must be in [0, 1)");
+    t.beta2 = f.get<double>("beta2", t.beta2);
+    f.check(t.beta2 >= 0 && t.beta2 < 1, "beta2", t.beta2, "must be in [0, 1)");
+    t.eps = f.get<double>("eps", t.eps);
+    f.check(t.eps > 0, "eps", t.eps, "must be > 0");
+    t.clip = f.get<double>("clip", t.clip);
+    f.check(t.clip >= 0, "clip", t.clip, "must be >= 0");
+    t.eval_every = f.get<int64_t>("eval_every", t.eval_every);
+    f.check(t.eval_every >= 0, "eval_every", t.eval_every, "must be >= 0 (0 = only at the end)");
+    t.eval_batches = f.get<int64_t>("eval_batches", t.eval_batches);
+    f.check(t.eval_batches >= 1, "eval_batches", t.eval_batches, "must be >= 1");
+    t.checkpoint_every = f.get<int64_t>("checkpoint_every", t.checkpoint_every);
+    f.check(t.checkpoint_every >= 0, "checkpoint_every", t.checkpoint_every, "must be >= 0 (0 = only at the end)");
+    t.keep_checkpoints = f.get<int64_t>("keep_checkpoints", t.keep_checkpoints);
+    f.check(t.keep_checkpoints >= 1, "keep_checkpoints", t.keep_checkpoints, "must be >= 1");
+    t.log_every = f.get<int64_t>("log_every", t.log_every);
+    f.check(t.log_every >= 1, "log_every", t.log_every, "must be >= 1");
+    t.seed = f.get<uint64_t>("seed", t.seed);
+    auto groups = f.raw("param_groups");
+    if (!groups.is_null()) {
+      LCX_CHECK(groups.is_array(), where, ": field 'train.param_groups' must be an array");
+      for (size_t i = 0; i < groups.size(); ++i) {
+        Fields g(groups[i], where, "train.param_groups[" + std::to_string(i) + "]");
+        ParamGroupRule r;
+        r.match = g.req<std::string>("match");
+        g.check(!r.match.empty(), "match", "\"\"", "must not be empty");
+        r.lr_scale = g.get<double>("lr_scale", 1.0);
+        g.check(r.lr_scale > 0, "lr_scale", r.lr_scale, "must be > 0");
+        r.weight_decay = g.get<double>("weight_decay", 0.0);
+        g.check(r.weight_decay >= 0, "weight_decay", r.weight_decay, "must be >= 0");
+        g.done();
+        t.param_groups.push_back(r);
+      }
+    }
+    f.done();
+  }
+  top.done();
+  return c;
+}
+
+RunConfig RunConfig::from_file(const std::string& path, const std::vector<std::string>& overrides) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not valid JSON (", e.what(), ")");
+  }
+  apply_overrides(j, overrides);
+  return from_json(j, path);
+}
+
+}  // namespace longctx

@@ -1,0 +1,25 @@
+// The training loop: AdamW with groups, warmup + cosine, clipping, accumulation, evaluation,
+// atomic checkpoints (checkpoint-N/ folders renamed into place), exact resume, JSONL log + plot.
+#pragma once
+#include <string>
+
+#include "train/config.h"
+
+namespace longctx {
+
+struct TrainOptions {
+  std::string out;          // run folder
+  bool resume = false;      // continue from the latest checkpoint-N in `out`
+  int64_t stop_after = 0;   // stop (with a checkpoint) after this many steps in this invocation
+  bool quiet = false;
+};
+
+struct TrainResult {
+  int64_t steps_done = 0;
+  double final_loss = 0, val_loss = 0, val_bpb = 0, tokens_per_s = 0;
+  int64_t tokens = 0;
+};
+
+TrainResult train(const RunConfig& cfg, const TrainOptions& opt);
+
+}  // namespace longctx

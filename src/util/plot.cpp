@@ -1,0 +1,83 @@
+#include "util/plot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <sstream>
+
+namespace longctx {
+
+static std::string esc(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '<') o += "&lt;";
+    else if (c == '>') o += "&gt;";
+    else if (c == '&') o += "&amp;";
+    else o += c;
+  }
+  return o;
+}
+
+static std::string fmt(double v) {
+  char b[32];
+  if (std::fabs(v) >= 1e4 || (std::fabs(v) < 1e-2 && v != 0)) std::snprintf(b, sizeof b, "%.2g", v);
+  else std::snprintf(b, sizeof b, "%.3g", v);
+  return b;
+}
+
+std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& o) {
+  const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
+  auto tx = [&](double x) { return o.logx ? std::log10(std::max(x, 1e-12)) : x; };
+  for (auto& s : series)
+    for (auto& [x, y] : s.points) {
+      if (!std::isfinite(y)) continue;
+      x0 = std::min(x0, tx(x)), x1 = std::max(x1, tx(x));
+      y0 = std::min(y0, y), y1 = std::max(y1, y);
+    }
+  if (!(x1 > x0)) x1 = x0 + 1;
+  if (!(y1 > y0)) y1 = y0 + 1;
+  double pad = (y1 - y0) * 0.05;
+  y0 -= pad, y1 += pad;
+  const int L = 70, R = 170, T = 40, B = 50;
+  int W = o.width, H = o.height, pw = W - L - R, ph = H - T - B;
+  auto px = [&](double x) { return L + (tx(x) - x0) / (x1 - x0) * pw; };
+  auto py = [&](double y) { return T + (1 - (y - y0) / (y1 - y0)) * ph; };
+  std::ostringstream s;
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+    << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  s << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << esc(o.title) << "</text>\n";
+  s << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << pw << "\" height=\"" << ph
+    << "\" fill=\"none\" stroke=\"#333\"/>\n";
+  for (int i = 0; i <= 5; ++i) {
+    double yv = y0 + (y1 - y0) * i / 5, yp = py(yv);
+    s << "<line x1=\"" << L << "\" x2=\"" << L + pw << "\" y1=\"" << yp << "\" y2=\"" << yp
+      << "\" stroke=\"#ddd\"/><text x=\"" << L - 6 << "\" y=\"" << yp + 4 << "\" text-anchor=\"end\">" << fmt(yv)
+      << "</text>\n";
+    double xv = x0 + (x1 - x0) * i / 5, xp = L + pw * i / 5.0;
+    s << "<text x=\"" << xp << "\" y=\"" << T + ph + 18 << "\" text-anchor=\"middle\">"
+      << fmt(o.logx ? std::pow(10, xv) : xv) << "</text>\n";
+  }
+  s << "<text x=\"" << L + pw / 2 << "\" y=\"" << H - 10 << "\" text-anchor=\"middle\">" << esc(o.xlabel)
+    << "</text>\n<text x=\"16\" y=\"" << T + ph / 2 << "\" text-anchor=\"middle\" transform=\"rotate(-90 16 "
+    << T + ph / 2 << ")\">" << esc(o.ylabel) << "</text>\n";
+  for (size_t k = 0; k < series.size(); ++k) {
+    const char* c = colors[k % 8];
+    s << "<polyline fill=\"none\" stroke=\"" << c << "\" stroke-width=\"1.6\" points=\"";
+    for (auto& [x, y] : series[k].points)
+      if (std::isfinite(y)) s << px(x) << "," << py(std::min(std::max(y, y0), y1)) << " ";
+    s << "\"/>\n";
+    if (series[k].points.size() < 40)
+      for (auto& [x, y] : series[k].points)
+        if (std::isfinite(y)) s << "<circle cx=\"" << px(x) << "\" cy=\"" << py(y) << "\" r=\"2.5\" fill=\"" << c << "\"/>\n";
+    int ly = T + 14 + 18 * static_cast<int>(k);
+    s << "<line x1=\"" << L + pw + 10 << "\" x2=\"" << L + pw + 30 << "\" y1=\"" << ly - 4 << "\" y2=\"" << ly - 4
+      << "\" stroke=\"" << c << "\" stroke-width=\"2\"/><text x=\"" << L + pw + 36 << "\" y=\"" << ly << "\">"
+      << esc(series[k].label) << "</text>\n";
+  }
+  s << "</svg>\n";
+  return s.str();
+}
+
+}  // namespace longctx

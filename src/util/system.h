@@ -1,0 +1,39 @@
+// Machine facts: threads, which BLAS is loaded, process memory, a progress bar.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace longctx {
+
+// Sets libtorch's intra-op threads; n <= 0 means every core of this machine.
+int set_threads(int n);
+
+// The BLAS library libtorch is using, resolved through symlinks (e.g. ".../openblas-pthread/...").
+std::string loaded_blas();
+// Empty when an optimised BLAS is loaded; otherwise a warning to print.
+std::string blas_warning();
+
+int64_t peak_rss_bytes();     // VmHWM of this process
+int64_t current_rss_bytes();  // VmRSS of this process
+std::string human_bytes(double bytes);
+
+double now_seconds();
+
+// A progress bar on stderr; redraws in place on a terminal, prints every ~10% otherwise.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total);
+  void update(int64_t done, const std::string& suffix = "");
+  void finish(const std::string& suffix = "");
+
+ private:
+  std::string label_;
+  int64_t total_;
+  double start_;
+  int last_decile_ = -1;
+  double last_draw_ = 0;
+  bool tty_;
+};
+
+}  // namespace longctx
