@@ -1,1 +1,252 @@
-int main(){return 0;}
+// longctx: one subcommand per job. Errors inside the library are thrown with a message naming
+// the file, field or limit; they are printed here once, with exit code 1.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "eval/ppl.h"
+#include "infer/session.h"
+#include "io/fs.h"
+#include "model/pretrained.h"
+#include "text/corpus.h"
+#include "train/config.h"
+#include "train/data.h"
+#include "train/trainer.h"
+#include "util/error.h"
+#include "util/system.h"
+
+using namespace longctx;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<int64_t> parse_lengths(const std::string& s, const char* what) {
+  std::vector<int64_t> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item == "all") {
+      v.push_back(0);
+      continue;
+    }
+    char* end = nullptr;
+    long long x = std::strtoll(item.c_str(), &end, 10);
+    if (end && (*end == 'K' || *end == 'k')) x *= 1024, ++end;
+    else if (end && (*end == 'M' || *end == 'm')) x *= 1024 * 1024, ++end;
+    LCX_CHECK(!item.empty() && end && *end == '\0' && x > 0, what, ": '", item,
+              "' is not a positive length (numbers, 4K, 1M or all)");
+    v.push_back(x);
+  }
+  LCX_CHECK(!v.empty(), what, ": no lengths given");
+  return v;
+}
+
+// Documents for evaluation: a corpus name, or "val" = the model's held-out documents (split.json).
+std::string eval_text(const std::string& data, const std::string& model_dir) {
+  if (data == "val") {
+    std::string sp = model_dir + "/split.json";
+    LCX_CHECK(fs::exists(sp), "--data val: ", sp, " not found (the model was not trained by longctx train)");
+    auto split = nlohmann::json::parse(read_file(sp));
+    auto cfg = nlohmann::json::parse(read_file(model_dir + "/config.json"));
+    std::string sep = cfg.contains("data") ? cfg["data"].value("separator", "\n\n") : "\n\n";
+    std::set<std::string> val;
+    for (auto& n : split["val"]) val.insert(n.get<std::string>());
+    std::string corpus = cfg["data"]["train"][0];
+    std::string text;
+    for (auto& d : load_corpus(corpus))
+      if (val.count(d.name)) text += d.text + sep;
+    return text;
+  }
+  std::string text;
+  for (auto& d : load_corpus(data)) text += d.text;
+  return text;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"longctx: train, stream, evaluate and serve language models whose context has no fixed end"};
+  app.require_subcommand(1);
+  int threads = 0;
+  app.add_option("--threads", threads, "intra-op threads (default: every core)");
+
+  // train
+  auto* tr = app.add_subcommand("train", "train a model from a config (progress bar, JSONL log, loss plot)");
+  std::string cfg_path, out;
+  bool resume = false;
+  int64_t steps = 0, stop_after = 0;
+  std::vector<std::string> sets;
+  tr->add_option("--config", cfg_path, "config file (configs/*.json); with --resume, defaults to the run's own");
+  tr->add_option("--out", out, "run folder (checkpoints, log.jsonl, loss.svg)")->required();
+  tr->add_flag("--resume", resume, "continue from the latest checkpoint in --out");
+  tr->add_option("--steps", steps, "override train.steps");
+  tr->add_option("--stop-after", stop_after, "stop after this many steps (a checkpoint is written)");
+  tr->add_option("--set", sets, "override a config field: path.to.field=value (repeatable)");
+
+  // eval
+  auto* ev = app.add_subcommand("eval", "evaluate a model");
+  ev->require_subcommand(1);
+  auto* ppl = ev->add_subcommand("ppl", "bits per byte over a long document, streamed, at several contexts");
+  std::string model_dir, data = "moby-dick", contexts = "256,1024,4096", json_out;
+  int64_t chunk = 512;
+  std::vector<std::string> msets;
+  ppl->add_option("--model", model_dir, "model folder")->required();
+  ppl->add_option("--data", data, "corpus (moby-dick, bible, sotu, brown, file:PATH) or val (the model's held-out documents)");
+  ppl->add_option("--context", contexts, "comma-separated window lengths in tokens; 'all' = the whole document");
+  ppl->add_option("--chunk", chunk, "tokens per forward call (memory)");
+  ppl->add_option("--set", msets, "override a model config field, e.g. model.mixer={\"type\":\"sliding_window\",\"window\":256}");
+  ppl->add_option("--json", json_out, "also write the results as JSON to this file");
+
+  // generate
+  auto* gen = app.add_subcommand("generate", "generate text from a prompt, streamed to stdout");
+  std::string prompt;
+  int64_t max_tokens = 200;
+  SamplingOptions so;
+  gen->add_option("--model", model_dir, "model folder")->required();
+  gen->add_option("--prompt", prompt, "prompt text")->required();
+  gen->add_option("--max-tokens", max_tokens, "tokens to generate");
+  gen->add_option("--temperature", so.temperature, "0 = greedy");
+  gen->add_option("--top-k", so.top_k, "0 = off");
+  gen->add_option("--top-p", so.top_p, "nucleus mass, 1 = off");
+  gen->add_option("--seed", so.seed, "sampling seed");
+  gen->add_option("--set", msets, "override a model config field");
+
+  // info
+  auto* info = app.add_subcommand("info", "parameters, config, and state bytes after N tokens");
+  std::string info_tokens = "1024,4096,16384";
+  info->add_option("--model", model_dir, "model folder")->required();
+  info->add_option("--tokens", info_tokens, "measure state bytes after streaming this many tokens");
+  info->add_option("--set", msets, "override a model config field");
+
+  // tokenizer train
+  auto* tk = app.add_subcommand("tokenizer", "tokenizers");
+  tk->require_subcommand(1);
+  auto* tkt = tk->add_subcommand("train", "train a SentencePiece tokenizer on a corpus's training split");
+  std::string tk_data = "sotu", tk_out, tk_type = "unigram";
+  int tk_vocab = 4096;
+  int64_t tk_val = 12;
+  uint64_t tk_seed = 1234;
+  tkt->add_option("--data", tk_data, "corpus");
+  tkt->add_option("--vocab-size", tk_vocab, "vocabulary size");
+  tkt->add_option("--model-type", tk_type, "unigram or bpe");
+  tkt->add_option("--val-docs", tk_val, "documents held out (same rule as data.val_docs)");
+  tkt->add_option("--split-seed", tk_seed, "split seed (same rule as data.split_seed)");
+  tkt->add_option("--out", tk_out, "folder to write tokenizer.model into")->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    int n = set_threads(threads);
+    auto warn = blas_warning();
+    if (!warn.empty()) std::fprintf(stderr, "%s\n", warn.c_str());
+
+    if (*tr) {
+      if (cfg_path.empty()) {
+        LCX_CHECK(resume, "train: --config is required (or --resume with an existing run)");
+        cfg_path = out + "/config.json";
+      }
+      if (steps > 0) sets.push_back("train.steps=" + std::to_string(steps));
+      auto cfg = RunConfig::from_file(cfg_path, sets);
+      std::fprintf(stderr, "longctx train: %s -> %s (%d threads)\n", cfg_path.c_str(), out.c_str(), n);
+      TrainOptions o;
+      o.out = out;
+      o.resume = resume;
+      o.stop_after = stop_after;
+      auto r = train(cfg, o);
+      std::printf("steps %lld  tokens %lld  final train loss %.4f  validation loss %.4f  validation bits/byte %.4f  %.0f tokens/s\n",
+                  (long long)r.steps_done, (long long)r.tokens, r.final_loss, r.val_loss, r.val_bpb, r.tokens_per_s);
+      return 0;
+    }
+    if (*ppl) {
+      auto p = load_pretrained(model_dir, msets);
+      std::string text = eval_text(data, model_dir);
+      auto toks = p.tokenizer->encode(text);
+      double bpt = double(text.size()) / double(toks.size());
+      std::printf("model %s (%s, %.2fM parameters), data %s: %zu bytes, %zu tokens\n", model_dir.c_str(),
+                  p.model_config.mixer_type().c_str(), p.model->num_parameters() / 1e6, data.c_str(), text.size(),
+                  toks.size());
+      std::printf("%10s %12s %14s %12s %12s %12s\n", "context", "bits/byte", "tokens scored", "tokens/s", "state", "peak RSS");
+      nlohmann::json results = nlohmann::json::array();
+      for (auto c : parse_lengths(contexts, "--context")) {
+        PplOptions o;
+        o.context = c;
+        o.chunk = chunk;
+        auto r = eval_bits_per_byte(p.model, toks, bpt, o);
+        std::printf("%10lld %12.4f %14lld %12.0f %12s %12s\n", (long long)r.context, r.bits_per_byte,
+                    (long long)r.tokens_scored, r.tokens_per_s, human_bytes(r.state_bytes).c_str(),
+                    human_bytes(r.peak_rss).c_str());
+        std::fflush(stdout);
+        results.push_back({{"context", r.context}, {"bits_per_byte", r.bits_per_byte}, {"nats_per_token", r.nats_per_token},
+                           {"tokens_scored", r.tokens_scored}, {"windows", r.windows}, {"seconds", r.seconds},
+                           {"tokens_per_s", r.tokens_per_s}, {"state_bytes", r.state_bytes}, {"peak_rss_bytes", r.peak_rss}});
+      }
+      if (!json_out.empty())
+        write_file_atomic(json_out, nlohmann::json({{"model", model_dir}, {"data", data}, {"results", results}}).dump(2) + "\n");
+      return 0;
+    }
+    if (*gen) {
+      auto p = load_pretrained(model_dir, msets);
+      Session s(p.model);
+      auto ids = p.tokenizer->encode(prompt);
+      LCX_CHECK(!ids.empty(), "generate: the prompt is empty");
+      s.feed(ids);
+      std::fputs(prompt.c_str(), stdout);
+      std::fflush(stdout);
+      bool first = false;
+      double t0 = now_seconds();
+      auto out_ids = s.generate(max_tokens, so, [&](int64_t id) {
+        std::fputs(p.tokenizer->piece(id, first).c_str(), stdout);
+        std::fflush(stdout);
+        return true;
+      });
+      double dt = now_seconds() - t0;
+      std::printf("\n");
+      std::fprintf(stderr, "[%zu tokens in %.2fs, %.1f tokens/s; state %s]\n", out_ids.size(), dt, out_ids.size() / dt,
+                   human_bytes(s.state().bytes()).c_str());
+      return 0;
+    }
+    if (*info) {
+      auto p = load_pretrained(model_dir, msets);
+      std::printf("model: %s\nparameters: %lld (%.2fM)\nmixer: %s (state %s)\ntokenizer: %s, %lld tokens\nconfig hash: %s\n",
+                  model_dir.c_str(), (long long)p.model->num_parameters(), p.model->num_parameters() / 1e6,
+                  p.model_config.mixer_type().c_str(),
+                  p.model->blocks[0]->mixer() && p.model->blocks[0]->mixer()->state_bounded() ? "bounded" : "grows with context",
+                  p.tokenizer->type().c_str(), (long long)p.tokenizer->vocab_size(), p.model_config.hash().c_str());
+      std::printf("config: %s\n", p.config["model"].dump().c_str());
+      std::printf("%12s %14s\n", "tokens", "state bytes");
+      torch::manual_seed(0);
+      auto lens = parse_lengths(info_tokens, "--tokens");
+      std::sort(lens.begin(), lens.end());
+      Session s(p.model);
+      int64_t fed = 0;
+      for (auto L : lens) {
+        LCX_CHECK(L > 0, "--tokens: 'all' is not a length here");
+        auto x = torch::randint(0, p.tokenizer->vocab_size(), {L - fed}, torch::kInt64);
+        s.feed(std::vector<int64_t>(x.data_ptr<int64_t>(), x.data_ptr<int64_t>() + x.numel()));
+        fed = L;
+        std::printf("%12lld %14lld  (%s)\n", (long long)L, (long long)s.state().bytes(), human_bytes(s.state().bytes()).c_str());
+      }
+      return 0;
+    }
+    if (*tkt) {
+      auto docs = load_corpus(tk_data);
+      auto split = split_by_document(docs, tk_val, tk_seed);
+      std::vector<std::string> texts;
+      for (auto& d : docs)
+        if (std::binary_search(split.train.begin(), split.train.end(), d.name)) texts.push_back(d.text);
+      fs::create_directories(tk_out);
+      SentencePieceTokenizer::train(texts, tk_out + "/tokenizer", tk_vocab, tk_type);
+      SentencePieceTokenizer t(tk_out + "/tokenizer.model");
+      std::printf("wrote %s/tokenizer.model (%lld pieces, trained on %zu documents)\n", tk_out.c_str(),
+                  (long long)t.vocab_size(), texts.size());
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "longctx: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

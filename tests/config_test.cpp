@@ -1,0 +1,73 @@
+#include "model/config.h"
+#include "model/pretrained.h"
+#include "test_util.h"
+#include "train/config.h"
+
+using namespace longctx;
+using namespace longctx::testing;
+using nlohmann::json;
+
+namespace {
+json tiny() {
+  return json::parse(R"({"model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "mixer": {"type": "full_attention"}},
+                         "tokenizer": {"type": "byte"}, "data": {"seq_len": 16}, "train": {"steps": 3}})");
+}
+}  // namespace
+
+TEST(Config, ShippedConfigsParse) {
+  for (auto& e : std::filesystem::directory_iterator(source_dir() + "/configs")) {
+    if (e.path().extension() != ".json") continue;
+    EXPECT_NO_THROW(RunConfig::from_file(e.path().string())) << e.path();
+  }
+}
+
+TEST(Config, RoundTripThroughJsonIsIdentity) {
+  auto c = RunConfig::from_json(tiny(), "t.json");
+  auto c2 = RunConfig::from_json(c.to_json(), "t2.json");
+  EXPECT_EQ(c.to_json().dump(), c2.to_json().dump());
+  EXPECT_EQ(c.model.hash(), c2.model.hash());
+  EXPECT_EQ(c.model.vocab_size, 256);
+}
+
+TEST(Config, UnknownFieldsAreRejectedByName) {
+  auto j = tiny();
+  j["model"]["d_modle"] = 3;
+  expect_error([&] { RunConfig::from_json(j, "cfg.json"); }, {"cfg.json", "unknown field 'model.d_modle'"});
+  j = tiny();
+  j["train"]["learning_rate"] = 3;
+  expect_error([&] { RunConfig::from_json(j, "cfg.json"); }, {"'train.learning_rate'"});
+  j = tiny();
+  j["extra"] = 1;
+  expect_error([&] { RunConfig::from_json(j, "cfg.json"); }, {"unknown field 'extra'"});
+  j = tiny();
+  j["model"]["mixer"]["windoe"] = 3;
+  expect_error([&] { RunConfig::from_json(j, "cfg.json"); }, {"'model.mixer.windoe'"});
+}
+
+TEST(Config, WrongTypesAndRangesNameTheField) {
+  auto j = tiny();
+  j["model"]["d_model"] = "wide";
+  expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"'model.d_model'", "wrong type"});
+  j = tiny();
+  j["model"]["n_heads"] = 3;
+  expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"'model.n_heads'"});
+  j = tiny();
+  j["train"]["lr"] = -1;
+  expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"'train.lr'"});
+  j = tiny();
+  j["model"]["mixer"] = {{"type", "sliding_window"}};
+  expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"missing required field 'model.mixer.window'"});
+  j = tiny();
+  j["model"]["mixer"] = {{"type", "quantum"}};
+  expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"'quantum'", "full_attention", "sliding_window"});
+}
+
+TEST(Config, OverridesSetNestedFields) {
+  auto j = tiny();
+  apply_overrides(j, {"model.mixer={\"type\":\"sliding_window\",\"window\":8}", "train.steps=7", "data.train=[\"brown\"]"});
+  auto c = RunConfig::from_json(j, "o.json");
+  EXPECT_EQ(c.model.mixer_type(), "sliding_window");
+  EXPECT_EQ(c.train.steps, 7);
+  EXPECT_EQ(c.data.train[0], "brown");
+  expect_error([&] { apply_overrides(j, {"novalue"}); }, {"novalue"});
+}

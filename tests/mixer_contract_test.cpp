@@ -1,0 +1,180 @@
+// The three contracts of DESIGN.md, checked for every mixer configuration listed here.
+// A new mechanism adds its configurations to kMixers.
+#include <random>
+
+#include "model/lm.h"
+#include "test_util.h"
+
+using namespace longctx;
+using namespace longctx::testing;
+using nlohmann::json;
+
+namespace {
+
+struct MixerCase {
+  const char* name;
+  const char* mixer_json;
+  bool bounded;
+};
+
+const MixerCase kMixers[] = {
+    {"full_attention", R"({"type": "full_attention"})", false},
+    {"full_attention_small_blocks", R"({"type": "full_attention", "q_block": 7})", false},
+    {"sliding_window", R"({"type": "sliding_window", "window": 16})", true},
+    {"sliding_window_sinks", R"({"type": "sliding_window", "window": 16, "sinks": 4, "q_block": 5})", true},
+    {"sliding_window_gqa", R"({"type": "sliding_window", "window": 9, "sinks": 1, "n_kv_heads": 2})", true},
+};
+
+class MixerContract : public ::testing::TestWithParam<MixerCase> {
+ protected:
+  void SetUp() override {
+    ModelConfig c;
+    c.d_model = 32;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.d_ff = 64;
+    c.mixer = json::parse(GetParam().mixer_json);
+    torch::manual_seed(11);
+    model = CausalLM(c);
+    model->eval();
+    tokens = torch::randint(0, 256, {2, kLen}, torch::kInt64);
+  }
+  torch::Tensor run_chunks(const std::vector<int64_t>& sizes, ModelState& st, int64_t from = 0) {
+    std::vector<torch::Tensor> outs;
+    int64_t i = from;
+    for (auto n : sizes) {
+      outs.push_back(model->forward(tokens.narrow(1, i, n), st));
+      i += n;
+    }
+    return torch::cat(outs, 1);
+  }
+  static constexpr int64_t kLen = 150;
+  CausalLM model{nullptr};
+  torch::Tensor tokens;
+};
+
+std::vector<int64_t> random_split(int64_t total, std::mt19937& rng, int64_t max_chunk) {
+  std::vector<int64_t> v;
+  while (total > 0) {
+    int64_t n = std::min<int64_t>(total, 1 + rng() % max_chunk);
+    v.push_back(n);
+    total -= n;
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST_P(MixerContract, StreamingEquivalenceAnyChunkingAndTokenByToken) {
+  torch::NoGradGuard ng;
+  auto st = model->new_state();
+  auto whole = model->forward(tokens, st);
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 4; ++trial) {
+    auto s = model->new_state();
+    auto got = run_chunks(random_split(kLen, rng, trial < 2 ? 40 : 7), s);
+    EXPECT_LT(max_abs_diff(got, whole), 1e-5) << "random chunking " << trial;
+  }
+  auto s = model->new_state();
+  auto tbt = run_chunks(std::vector<int64_t>(kLen, 1), s);
+  EXPECT_LT(max_abs_diff(tbt, whole), 1e-5) << "token by token";
+}
+
+TEST_P(MixerContract, StreamingEquivalenceUnderAutogradWithGradients) {
+  auto st = model->new_state();
+  auto whole = model->forward(tokens, st, true);
+  auto s = model->new_state();
+  std::mt19937 rng(6);
+  auto got = run_chunks(random_split(kLen, rng, 33), s);
+  EXPECT_LT(max_abs_diff(got, whole), 1e-5);
+  got.pow(2).mean().backward();
+  auto g = model->named_parameters()["model.layers.0.self_attn.q_proj.weight"].grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_GT(g.abs().sum().item<double>(), 0);
+}
+
+TEST_P(MixerContract, BoundedStateOrGrowthAsDeclared) {
+  torch::NoGradGuard ng;
+  auto s = model->new_state();
+  run_chunks({60}, s);
+  int64_t b60 = s.bytes();
+  run_chunks({45, 45}, s, 60);
+  int64_t b150 = s.bytes();
+  EXPECT_EQ(model->blocks[0]->mixer()->state_bounded(), GetParam().bounded);
+  if (GetParam().bounded) EXPECT_EQ(b60, b150);
+  else EXPECT_GT(b150, b60);
+}
+
+TEST_P(MixerContract, StateRoundTripContinuesExactly) {
+  torch::NoGradGuard ng;
+  auto s = model->new_state();
+  auto ref = run_chunks({37, 1, 30, 82}, s);
+  auto s1 = model->new_state();
+  auto first = run_chunks({37, 1, 30}, s1);
+  auto dir = temp_dir(std::string("state_") + GetParam().name);
+  save_state(dir + "/s.safetensors", s1, model->config());
+  auto s2 = load_state(dir + "/s.safetensors", model->config());
+  EXPECT_EQ(s2.bytes(), s1.bytes());
+  EXPECT_EQ(s2.tokens, 68);
+  auto rest = run_chunks({82}, s2, 68);
+  EXPECT_LT(max_abs_diff(torch::cat({first, rest}, 1), ref), 1e-6);
+  // The original keeps going too (saving did not disturb it), and a clone is independent.
+  auto s3 = s1.clone();
+  auto r1 = run_chunks({82}, s1, 68);
+  auto r3 = run_chunks({82}, s3, 68);
+  EXPECT_TRUE(torch::equal(r1, r3));
+}
+
+TEST_P(MixerContract, StateOfAnotherConfigIsRefusedByName) {
+  torch::NoGradGuard ng;
+  auto s = model->new_state();
+  run_chunks({10}, s);
+  auto dir = temp_dir(std::string("state_ref_") + GetParam().name);
+  save_state(dir + "/s.safetensors", s, model->config());
+  ModelConfig other = model->config();
+  other.d_ff = 96;
+  expect_error([&] { load_state(dir + "/s.safetensors", other); }, {"config hash"});
+}
+
+INSTANTIATE_TEST_SUITE_P(AllMixers, MixerContract, ::testing::ValuesIn(kMixers),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(SlidingWindow, EqualsFullAttentionWithinTheWindow) {
+  torch::NoGradGuard ng;
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.d_ff = 64;
+  torch::manual_seed(1);
+  CausalLM full(c);
+  c.mixer = json::parse(R"({"type": "sliding_window", "window": 64})");
+  CausalLM sw(c);
+  torch::manual_seed(1);
+  CausalLM tmp(c);  // same init sequence as `full`
+  {
+    auto src = full->named_parameters();
+    for (auto& p : sw->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  auto x = torch::randint(0, 256, {1, 64}, torch::kInt64);
+  auto a = full->new_state(), b = sw->new_state();
+  EXPECT_LT(max_abs_diff(full->forward(x, a), sw->forward(x, b)), 1e-6);
+}
+
+TEST(SlidingWindow, MemoryOfTheDistantPastIsGoneExceptSinks) {
+  // Changing a token outside the window (and not a sink) must not change the output.
+  torch::NoGradGuard ng;
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 1, c.n_heads = 4, c.d_ff = 64;
+  c.mixer = json::parse(R"({"type": "sliding_window", "window": 8, "sinks": 2})");
+  torch::manual_seed(2);
+  CausalLM m(c);
+  auto x = torch::randint(0, 256, {1, 40}, torch::kInt64);
+  auto y = x.clone();
+  y[0][10] = (y[0][10].item<int64_t>() + 1) % 256;  // one layer: receptive field = window
+  auto s1 = m->new_state(), s2 = m->new_state();
+  auto a = m->forward(x, s1), b = m->forward(y, s2);
+  EXPECT_LT(max_abs_diff(a.narrow(1, 18, 22), b.narrow(1, 18, 22)), 1e-6);
+  EXPECT_GT(max_abs_diff(a.narrow(1, 10, 8), b.narrow(1, 10, 8)), 1e-4);
+  auto z = x.clone();
+  z[0][1] = (z[0][1].item<int64_t>() + 1) % 256;  // a sink: seen forever
+  auto s3 = m->new_state();
+  EXPECT_GT(max_abs_diff(m->forward(z, s3).narrow(1, 30, 10), a.narrow(1, 30, 10)), 1e-5);
+}

@@ -1,0 +1,140 @@
+#include <fstream>
+
+#include "io/fs.h"
+#include "model/pretrained.h"
+#include "test_util.h"
+#include "train/optim.h"
+#include "train/trainer.h"
+
+using namespace longctx;
+using namespace longctx::testing;
+using nlohmann::json;
+
+namespace {
+RunConfig tiny_run(int64_t steps) {
+  auto j = json::parse(R"({
+    "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64},
+    "data": {"train": ["sotu"], "val_docs": 3, "seq_len": 32},
+    "train": {"batch_size": 4, "grad_accum": 2, "lr": 0.01, "warmup_steps": 2, "eval_every": 3,
+              "eval_batches": 2, "checkpoint_every": 0, "log_every": 1, "seed": 9,
+              "param_groups": [{"match": "norm", "lr_scale": 3.0, "weight_decay": 0.0}]}})");
+  j["train"]["steps"] = steps;
+  return RunConfig::from_json(j, "tiny");
+}
+std::vector<json> log_rows(const std::string& dir) {
+  std::ifstream f(dir + "/log.jsonl");
+  std::vector<json> v;
+  std::string line;
+  while (std::getline(f, line)) v.push_back(json::parse(line));
+  return v;
+}
+}  // namespace
+
+TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
+  auto cfg = tiny_run(8);
+  auto a = temp_dir("resume_a"), b = temp_dir("resume_b");
+  TrainOptions oa;
+  oa.out = a;
+  oa.quiet = true;
+  auto ra = train(cfg, oa);
+  TrainOptions ob = oa;
+  ob.out = b;
+  ob.stop_after = 5;
+  train(cfg, ob);
+  EXPECT_TRUE(std::filesystem::exists(b + "/checkpoint-5/optimizer.safetensors"));
+  // A run folder with a checkpoint is never overwritten silently.
+  expect_error([&] { train(cfg, ob); }, {"already holds checkpoint-5", "--resume"});
+  ob.resume = true;
+  ob.stop_after = 0;
+  auto rb = train(cfg, ob);
+  EXPECT_EQ(ra.final_loss, rb.final_loss);
+  EXPECT_EQ(ra.val_loss, rb.val_loss);
+  auto la = log_rows(a), lb = log_rows(b);
+  ASSERT_EQ(la.size(), lb.size());
+  for (size_t i = 0; i < la.size(); ++i) {
+    EXPECT_EQ(la[i]["step"], lb[i]["step"]);
+    if (la[i].contains("loss")) EXPECT_EQ(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>()) << "row " << i;
+    if (la[i].contains("val_loss")) EXPECT_EQ(la[i]["val_loss"].get<double>(), lb[i]["val_loss"].get<double>());
+  }
+  auto wa = load_pretrained(a), wb = load_pretrained(b);
+  auto pb = wb.model->named_parameters();
+  for (auto& p : wa.model->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+  // The folder is a loadable model with its split recorded.
+  auto split = json::parse(read_file(a + "/split.json"));
+  EXPECT_EQ(split["val"].size(), 3u);
+  EXPECT_TRUE(std::filesystem::exists(a + "/loss.svg"));
+}
+
+TEST(Train, LossFallsOnRealText) {
+  auto cfg = tiny_run(30);
+  auto d = temp_dir("falls");
+  TrainOptions o;
+  o.out = d;
+  o.quiet = true;
+  train(cfg, o);
+  auto rows = log_rows(d);
+  double first = rows.front()["loss"], last = 0;
+  for (auto& r : rows)
+    if (r.contains("loss")) last = r["loss"];
+  EXPECT_LT(last, first - 1.0);  // from ~ln 256 = 5.5 nats
+}
+
+TEST(Optim, AdamWMatchesLibtorchAdamW) {
+  torch::manual_seed(0);
+  auto w0 = torch::randn({5, 4});
+  auto target = torch::randn({5, 4});
+  auto a = w0.clone().requires_grad_(), b = w0.clone().requires_grad_();
+  TrainConfig t;
+  std::vector<ParamGroup> g = {{"decay", 1.0, 0.1, {"w"}, {a}}};
+  AdamW mine(g, 0.9, 0.95, 1e-8);
+  torch::optim::AdamW ref({b}, torch::optim::AdamWOptions(0.01).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1));
+  for (int i = 0; i < 6; ++i) {
+    ((a - target).pow(2).sum()).backward();
+    mine.step(0.01);
+    mine.zero_grad();
+    ref.zero_grad();
+    ((b - target).pow(2).sum()).backward();
+    ref.step();
+  }
+  EXPECT_LT(max_abs_diff(a, b), 1e-6);
+}
+
+TEST(Optim, ParamGroupsByRuleAndDecayByRank) {
+  TrainConfig t;
+  t.param_groups = {{"gate", 10.0, 0.0}};
+  auto m = torch::randn({3, 3}).requires_grad_(), v = torch::randn({3}).requires_grad_(),
+       gte = torch::randn({2}).requires_grad_();
+  auto groups = make_param_groups({{"layer.w", m}, {"layer.norm.weight", v}, {"layer.gate", gte}}, t);
+  ASSERT_EQ(groups.size(), 3u);
+  EXPECT_EQ(groups[0].names[0], "layer.gate");
+  EXPECT_EQ(groups[0].lr_scale, 10.0);
+  EXPECT_EQ(groups[1].name, "decay");
+  EXPECT_EQ(groups[2].name, "no_decay");
+  EXPECT_EQ(groups[2].weight_decay, 0.0);
+}
+
+TEST(Optim, WarmupThenCosineToTheFloor) {
+  TrainConfig t;
+  t.steps = 100, t.warmup_steps = 10, t.lr = 1.0, t.min_lr_ratio = 0.1;
+  EXPECT_NEAR(lr_at(t, 0), 0.1, 1e-12);
+  EXPECT_NEAR(lr_at(t, 9), 1.0, 1e-12);
+  EXPECT_NEAR(lr_at(t, 10), 1.0, 1e-12);
+  EXPECT_NEAR(lr_at(t, 55), 0.55, 1e-12);
+  EXPECT_NEAR(lr_at(t, 100), 0.1, 1e-12);
+}
+
+TEST(Checkpoint, WeightsRoundTripInHalfPrecisionAndRefuseOtherShapes) {
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 1, c.n_heads = 2, c.d_ff = 64;
+  CausalLM m(c);
+  auto d = temp_dir("weights");
+  save_weights(d + "/m.safetensors", m, "BF16");
+  CausalLM m2(c);
+  load_weights(d + "/m.safetensors", m2);
+  auto p2 = m2->named_parameters();
+  for (auto& p : m->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value().to(torch::kBFloat16).to(torch::kFloat32), p2[p.key()])) << p.key();
+  c.d_ff = 96;
+  CausalLM m3(c);
+  expect_error([&] { load_weights(d + "/m.safetensors", m3); }, {"m.safetensors", "mlp", "shape"});
+}
