@@ -40,11 +40,14 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   const int64_t pos0 = state.counter("pos");
   auto pos = torch::arange(pos0, pos0 + T, torch::kInt64);
 
-  auto q = q_proj(x).view({B, T, o_.n_heads, dh_}).transpose(1, 2);  // [B, H, T, dh]
-  auto k = k_proj(x).view({B, T, kvh, dh_}).transpose(1, 2);
-  auto v = v_proj(x).view({B, T, kvh, dh_}).transpose(1, 2);
-  auto qr = rope_.apply(q, pos);
-  k = rope_.apply(k, pos);
+  // One GEMM for q, k and v (weights concatenated; the parameters keep their HF names).
+  auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
+  auto qkv = torch::matmul(x, w.t()).view({B, T, o_.n_heads + 2 * kvh, dh_});
+  auto qk = qkv.narrow(2, 0, o_.n_heads + kvh);
+  auto qk_rot = rope_.apply(qk, pos, /*time_dim=*/1);  // q and k rotated in one pass
+  auto qr = qk_rot.narrow(2, 0, o_.n_heads).transpose(1, 2);  // [B, H, T, dh]
+  auto k = qk_rot.narrow(2, o_.n_heads, kvh).transpose(1, 2);
+  auto v = qkv.narrow(2, o_.n_heads + kvh, kvh).transpose(1, 2);
 
   // Keys visible to this segment: [sinks][cache][segment].
   torch::Tensor keys, vals, kpos;
@@ -70,7 +73,8 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   ao.q_block = o_.q_block;
   torch::Tensor q_sink;
   if (o_.window > 0 && o_.sinks > 0)
-    q_sink = rope_.apply(q, torch::clamp_max(pos, o_.sinks + o_.window - 1));
+    q_sink = rope_.apply(qkv.narrow(2, 0, o_.n_heads), torch::clamp_max(pos, o_.sinks + o_.window - 1), 1)
+                 .transpose(1, 2);
   auto y = attention(qr, keys, vals, pos, kpos, ao, q_sink);
   y = o_proj(y.transpose(1, 2).reshape({B, T, o_.n_heads * dh_}));
 

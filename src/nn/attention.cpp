@@ -20,13 +20,19 @@ torch::Tensor masked_attend(const torch::Tensor& scores, const torch::Tensor& ma
   return torch::matmul(torch::softmax(s, -1), v);
 }
 
-torch::Tensor scores_for(const torch::Tensor& q, const torch::Tensor& qs, const torch::Tensor& k,
-                         int64_t n_sinkk, double scale) {
-  // Keys [0, n_sinkk) are sinks, scored with qs when given.
-  if (!qs.defined() || n_sinkk == 0) return torch::matmul(q, k.transpose(-1, -2)) * scale;
-  auto a = torch::matmul(qs, k.narrow(2, 0, n_sinkk).transpose(-1, -2));
-  auto b = torch::matmul(q, k.narrow(2, n_sinkk, k.size(2) - n_sinkk).transpose(-1, -2));
-  return torch::cat({a, b}, -1) * scale;
+// softmax(scale * q k^T + bias) v with the scale and the additive mask fused into one GEMM
+// (baddbmm): no elementwise pass over the [Tq, Tk] scores besides the softmax.
+torch::Tensor fused_attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                           const torch::Tensor& bias, double scale) {
+  int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), Tk = k.size(2), d = q.size(3);
+  auto q3 = q.reshape({B * H, Tq, d}), k3 = k.reshape({B * H, Tk, d}), v3 = v.reshape({B * H, Tk, v.size(3)});
+  auto s = torch::baddbmm(bias.unsqueeze(0).expand({B * H, Tq, Tk}), q3, k3.transpose(1, 2), 1.0, scale);
+  return torch::bmm(torch::softmax(s, -1), v3).view({B, H, Tq, v.size(3)});
+}
+
+torch::Tensor mask_bias(const torch::Tensor& mask, torch::ScalarType dt) {
+  return torch::zeros(mask.sizes(), torch::TensorOptions().dtype(dt))
+      .masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
 }  // namespace
@@ -68,8 +74,20 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
       vb = v.narrow(2, lo, hi - lo);
       kpb = kp.narrow(0, lo, hi - lo);
     }
-    auto s = scores_for(qb, qsb, kb, ns, scale);
-    outs.push_back(masked_attend(s, visible(qp.narrow(0, i0, n), kpb, o), vb));
+    auto bias = mask_bias(visible(qp.narrow(0, i0, n), kpb, o), q.scalar_type());
+    if (qsb.defined() && ns > 0) {
+      // Sink keys are scored with q_sink: one GEMM per key group, one softmax over both.
+      auto b1 = bias.narrow(1, 0, ns), b2 = bias.narrow(1, ns, kb.size(2) - ns);
+      int64_t B = q.size(0), H = q.size(1), d = q.size(3);
+      auto s1 = torch::baddbmm(b1.unsqueeze(0).expand({B * H, n, ns}), qsb.reshape({B * H, n, d}),
+                               kb.narrow(2, 0, ns).reshape({B * H, ns, d}).transpose(1, 2), 1.0, scale);
+      auto s2 = torch::baddbmm(b2.unsqueeze(0).expand({B * H, n, kb.size(2) - ns}), qb.reshape({B * H, n, d}),
+                               kb.narrow(2, ns, kb.size(2) - ns).reshape({B * H, -1, d}).transpose(1, 2), 1.0, scale);
+      auto p = torch::softmax(torch::cat({s1, s2}, -1), -1);
+      outs.push_back(torch::bmm(p, vb.reshape({B * H, kb.size(2), vb.size(3)})).view({B, H, n, vb.size(3)}));
+    } else {
+      outs.push_back(fused_attend(qb, kb, vb, bias, scale));
+    }
   }
   return outs.size() == 1 ? outs[0] : torch::cat(outs, 2);
 }
@@ -79,7 +97,7 @@ torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k
                                   const AttentionOptions& o, const torch::Tensor& q_sink) {
   double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(q.size(3)));
   auto kp = k_pos.to(torch::kInt64), qp = q_pos.to(torch::kInt64);
-  auto s = torch::matmul(q, k.transpose(-1, -2)) * scale;
+  auto s = torch::matmul(q, k.transpose(-1, -2)) * scale;  // unfused on purpose: the reference
   if (q_sink.defined() && o.n_sink > 0) {
     auto ss = torch::matmul(q_sink, k.transpose(-1, -2)) * scale;
     s = torch::where((kp < o.n_sink).view({1, 1, 1, -1}), ss, s);

@@ -20,7 +20,10 @@ SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
 }
 
 torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) {
-  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  // gate and up in one GEMM (weights concatenated; the parameters keep their HF names)
+  int64_t h = gate_proj->weight.size(0);
+  auto gu = torch::matmul(x, torch::cat({gate_proj->weight, up_proj->weight}, 0).t());
+  return down_proj(torch::silu(gu.narrow(-1, 0, h)) * gu.narrow(-1, h, h));
 }
 
 }  // namespace longctx

@@ -23,20 +23,27 @@ torch::Tensor Rope::angles(const torch::Tensor& pos) const {
   return pos.to(torch::kFloat64).unsqueeze(-1) * inv_freq_.unsqueeze(0);
 }
 
-torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos) const {
-  int64_t T = x.size(-2), d = x.size(-1);
+torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos, int64_t time_dim) const {
+  int64_t td = time_dim < 0 ? x.dim() + time_dim : time_dim;
+  int64_t T = x.size(td), d = x.size(-1);
   LCX_CHECK(d == o_.dim, "rope: input has ", d, " channels, rope dim is ", o_.dim);
   LCX_CHECK(pos.numel() == T, "rope: ", pos.numel(), " positions for ", T, " tokens");
-  auto ang = angles(pos);
-  auto cos = (torch::cos(ang) * attn_scale_).to(x.scalar_type());
-  auto sin = (torch::sin(ang) * attn_scale_).to(x.scalar_type());
+  auto ang = angles(pos);  // [T, d/2], float64
+  // cos/sin over all d channels, shaped to broadcast against x along its time dimension.
+  auto full = o_.interleaved ? ang.repeat_interleave(2, -1) : torch::cat({ang, ang}, -1);  // [T, d]
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[td] = T;
+  shape.back() = d;
+  auto cos = (torch::cos(full) * attn_scale_).to(x.scalar_type()).view(shape);
+  auto sin = (torch::sin(full) * attn_scale_).to(x.scalar_type()).view(shape);
+  torch::Tensor rot;  // the partner channel with its sign: (-x2, x1)
   if (!o_.interleaved) {
-    auto x1 = x.narrow(-1, 0, d / 2), x2 = x.narrow(-1, d / 2, d / 2);
-    return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
+    rot = torch::cat({-x.narrow(-1, d / 2, d / 2), x.narrow(-1, 0, d / 2)}, -1);
+  } else {
+    auto xv = x.unflatten(-1, {d / 2, 2});
+    rot = torch::stack({-xv.select(-1, 1), xv.select(-1, 0)}, -1).flatten(-2);
   }
-  auto xv = x.unflatten(-1, {d / 2, 2});
-  auto x1 = xv.select(-1, 0), x2 = xv.select(-1, 1);
-  return torch::stack({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1).flatten(-2);
+  return x * cos + rot * sin;
 }
 
 }  // namespace longctx

@@ -15,8 +15,9 @@ struct RopeOptions {
 class Rope {
  public:
   explicit Rope(RopeOptions o = {});
-  // x: [B, H, T, dim] (or [.., T, dim]); pos: [T] int64 absolute positions.
-  torch::Tensor apply(const torch::Tensor& x, const torch::Tensor& pos) const;
+  // x: [..., T, dim] with T at `time_dim` (default -2: [B, H, T, dim]); pos: [T] int64 absolute
+  // positions.
+  torch::Tensor apply(const torch::Tensor& x, const torch::Tensor& pos, int64_t time_dim = -2) const;
   // Angles in float64: pos * frequency, [T, dim/2]. Float32 would lose the phase past ~1e5.
   torch::Tensor angles(const torch::Tensor& pos) const;
   const RopeOptions& options() const { return o_; }

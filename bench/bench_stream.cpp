@@ -1,0 +1,105 @@
+// Streaming prefill: tokens/s, peak RSS and state bytes at several context lengths, for the
+// sliding window and for full attention (up to where it fits), in one run. Each (mixer, length)
+// runs in a forked child so its peak RSS is its own.
+//   build/bench_stream [--model DIR | --config configs/transformer-tiny.json] [--window 512]
+//                      [--lengths 4096,65536,1048576] [--full-max 65536] [--chunk 512]
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sstream>
+
+#include "bench_common.h"
+#include "infer/session.h"
+#include "io/fs.h"
+#include "model/pretrained.h"
+#include "train/config.h"
+
+using namespace longctx;
+
+namespace {
+struct Row {
+  double tps, seconds;
+  int64_t rss, state;
+};
+
+Row run(const ModelConfig& c, const std::string& model_dir, int64_t len, int64_t chunk) {
+  torch::manual_seed(0);
+  CausalLM m{nullptr};
+  if (!model_dir.empty()) {
+    std::string mixer = "model.mixer=" + c.mixer.dump();
+    m = load_pretrained(model_dir, {mixer}).model;
+  } else {
+    m = CausalLM(c);
+  }
+  m->eval();
+  Session s(m, chunk);
+  auto toks = torch::randint(0, c.vocab_size, {len}, torch::kInt64);
+  std::vector<int64_t> v(toks.data_ptr<int64_t>(), toks.data_ptr<int64_t>() + len);
+  s.feed(std::vector<int64_t>(v.begin(), v.begin() + std::min<int64_t>(chunk, len)));  // warm-up
+  s.reset();
+  double t0 = now_seconds();
+  s.feed(v);
+  double dt = now_seconds() - t0;
+  return {len / dt, dt, peak_rss_bytes(), s.state().bytes()};
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
+  std::string model_dir = bench::flag(argc, argv, "model", "");
+  ModelConfig base;
+  // The parent runs no tensor code before forking (a forked child must not inherit a started
+  // thread pool): read the config as JSON only.
+  if (!model_dir.empty())
+    base = ModelConfig::from_json(nlohmann::json::parse(read_file(model_dir + "/config.json"))["model"],
+                                  model_dir + "/config.json");
+  else base = RunConfig::from_file(bench::flag(argc, argv, "config", "configs/transformer-tiny.json")).model;
+  int64_t window = std::atoll(bench::flag(argc, argv, "window", "512").c_str());
+  int64_t chunk = std::atoll(bench::flag(argc, argv, "chunk", "512").c_str());
+  int64_t full_max = std::atoll(bench::flag(argc, argv, "full-max", "65536").c_str());
+  std::vector<int64_t> lengths;
+  std::stringstream ss(bench::flag(argc, argv, "lengths", "4096,65536,1048576"));
+  for (std::string x; std::getline(ss, x, ',');) lengths.push_back(std::atoll(x.c_str()));
+  std::printf("model d_model %lld, %lld layers, %lld heads, %d threads; chunk %lld\n\n", (long long)base.d_model,
+              (long long)base.n_layers, (long long)base.n_heads, threads, (long long)chunk);
+  std::printf("| mixer | tokens | prefill tokens/s | seconds | state bytes | peak RSS |\n|---|---|---|---|---|---|\n");
+  std::fflush(stdout);
+  for (std::string mixer : {"sliding_window", "full_attention"}) {
+    ModelConfig c = base;
+    c.mixer = mixer == "sliding_window" ? nlohmann::json{{"type", mixer}, {"window", window}}
+                                        : nlohmann::json{{"type", mixer}};
+    std::string label = mixer == "sliding_window" ? "sliding_window (" + std::to_string(window) + ")" : mixer;
+    for (auto len : lengths) {
+      if (mixer == "full_attention" && len > full_max) {
+        double kv = double(len) * c.n_layers * 2 * c.d_model * 4;
+        std::printf("| %s | %lld | not run: KV cache %s and O(L^2) time; raise --full-max to try | | | |\n", label.c_str(),
+                    (long long)len, human_bytes(kv).c_str());
+        continue;
+      }
+      int fd[2];
+      if (pipe(fd) != 0) return 1;
+      pid_t pid = fork();
+      if (pid == 0) {
+        close(fd[0]);
+        Row r = run(c, model_dir, len, chunk);
+        if (write(fd[1], &r, sizeof r) != sizeof r) _exit(1);
+        _exit(0);
+      }
+      close(fd[1]);
+      Row r{};
+      bool ok = read(fd[0], &r, sizeof r) == sizeof r;
+      close(fd[0]);
+      int status = 0;
+      waitpid(pid, &status, 0);
+      if (!ok) {
+        std::printf("| %s | %lld | failed (child exit status %d) | | | |\n", label.c_str(), (long long)len, status);
+        continue;
+      }
+      std::printf("| %s | %lld | %.0f | %.1f | %s | %s |\n", label.c_str(), (long long)len, r.tps, r.seconds,
+                  human_bytes(r.state).c_str(), human_bytes(r.rss).c_str());
+      std::fflush(stdout);
+    }
+  }
+  std::printf("\nsgemm peak in this run (2048^3 fp32): %.1f GFLOP/s\n", bench::sgemm_gflops());
+  return 0;
+}

@@ -1,0 +1,55 @@
+// Training throughput of a model config against the machine's sgemm peak, in one run.
+//   build/bench_train [--config configs/transformer-tiny.json] [--batch 16] [--seq 256] [--steps 10]
+// Model FLOPs per token: 6 N (N = non-embedding parameters) + 6 L T D (causal attention
+// scores and values, forward + backward, half the T x T products skipped by causality).
+#include <sstream>
+
+#include "bench_common.h"
+#include "model/lm.h"
+#include "train/config.h"
+#include "train/optim.h"
+
+using namespace longctx;
+
+int main(int argc, char** argv) {
+  int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
+  auto cfg = RunConfig::from_file(bench::flag(argc, argv, "config", "configs/transformer-tiny.json"));
+  int64_t B = std::atoll(bench::flag(argc, argv, "batch", std::to_string(cfg.train.batch_size)).c_str());
+  int64_t T = std::atoll(bench::flag(argc, argv, "seq", std::to_string(cfg.data.seq_len)).c_str());
+  int steps = std::atoi(bench::flag(argc, argv, "steps", "10").c_str());
+  double peak = bench::sgemm_gflops();
+  torch::manual_seed(0);
+  CausalLM m(cfg.model);
+  m->train();
+  auto groups = make_param_groups([&] {
+    std::vector<std::pair<std::string, torch::Tensor>> v;
+    for (auto& p : m->named_parameters()) v.push_back({p.key(), p.value()});
+    return v;
+  }(), cfg.train);
+  AdamW opt(groups, 0.9, 0.95, 1e-8);
+  auto x = torch::randint(0, cfg.model.vocab_size, {B, T}), y = torch::randint(0, cfg.model.vocab_size, {B, T});
+  auto step = [&] {
+    auto st = m->new_state();
+    auto l = m->forward(x, st, true);
+    torch::nn::functional::cross_entropy(l.reshape({-1, l.size(-1)}), y.reshape({-1})).backward();
+    opt.step(1e-4);
+    opt.zero_grad();
+  };
+  step();
+  step();
+  double t0 = now_seconds();
+  for (int i = 0; i < steps; ++i) step();
+  double dt = (now_seconds() - t0) / steps;
+  int64_t n_emb = cfg.model.vocab_size * cfg.model.d_model;
+  double N = double(m->num_parameters() - n_emb);  // the output projection counts: it is a GEMM
+  double flops_tok = 6 * N + 6.0 * cfg.model.n_layers * T * cfg.model.d_model;
+  double tps = B * T / dt;
+  double achieved = tps * flops_tok / 1e9;
+  std::printf("| config | params | batch x seq | threads | step s | tokens/s | model GFLOP/s | sgemm peak GFLOP/s | fraction of peak | peak RSS |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %s | %.2fM | %lld x %lld | %d | %.3f | %.0f | %.1f | %.1f | %.2f | %s |\n",
+              bench::flag(argc, argv, "config", "configs/transformer-tiny.json").c_str(), m->num_parameters() / 1e6,
+              (long long)B, (long long)T, threads, dt, tps, achieved, peak, achieved / peak,
+              human_bytes(peak_rss_bytes()).c_str());
+  return 0;
+}
