@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build test demo bench clean recipe-tiny
+.PHONY: all setup data build build-cli test demo bench clean recipe-tiny
 
 all: build
 
@@ -20,10 +20,14 @@ $(BUILD)/CMakeCache.txt:
 build: setup $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
+# Only what the demo runs (the CLI and the SentencePiece shim): faster on a fresh machine.
+build-cli: setup $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS) --target longctx longctx_spm
+
 test: data build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
-demo: data build
+demo: data build-cli
 	./scripts/demo.sh
 
 bench: data build

@@ -99,6 +99,8 @@ int main(int argc, char** argv) {
   ppl->add_option("--chunk", chunk, "tokens per forward call (memory)");
   ppl->add_option("--set", msets, "override a model config field, e.g. model.mixer={\"type\":\"sliding_window\",\"window\":256}");
   ppl->add_option("--json", json_out, "also write the results as JSON to this file");
+  int64_t max_bytes = 0;
+  ppl->add_option("--max-bytes", max_bytes, "use only the first N bytes of the document (0 = all)");
 
   // generate
   auto* gen = app.add_subcommand("generate", "generate text from a prompt, streamed to stdout");
@@ -163,6 +165,7 @@ int main(int argc, char** argv) {
     if (*ppl) {
       auto p = load_pretrained(model_dir, msets);
       std::string text = eval_text(data, model_dir);
+      if (max_bytes > 0 && static_cast<int64_t>(text.size()) > max_bytes) text.resize(max_bytes);
       auto toks = p.tokenizer->encode(text);
       double bpt = double(text.size()) / double(toks.size());
       std::printf("model %s (%s, %.2fM parameters), data %s: %zu bytes, %zu tokens\n", model_dir.c_str(),

@@ -42,12 +42,13 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
 
   // One GEMM for q, k and v (weights concatenated; the parameters keep their HF names).
   auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
+  // split (not narrow): its backward is one cat instead of a zero-filled tensor per slice.
   auto qkv = torch::matmul(x, w.t()).view({B, T, o_.n_heads + 2 * kvh, dh_});
-  auto qk = qkv.narrow(2, 0, o_.n_heads + kvh);
-  auto qk_rot = rope_.apply(qk, pos, /*time_dim=*/1);  // q and k rotated in one pass
-  auto qr = qk_rot.narrow(2, 0, o_.n_heads).transpose(1, 2);  // [B, H, T, dh]
-  auto k = qk_rot.narrow(2, o_.n_heads, kvh).transpose(1, 2);
-  auto v = qkv.narrow(2, o_.n_heads + kvh, kvh).transpose(1, 2);
+  auto parts = qkv.split_with_sizes({o_.n_heads + kvh, kvh}, 2);
+  auto qk_rot = rope_.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({o_.n_heads, kvh}, 2);
+  auto qr = qk_rot[0].transpose(1, 2);  // [B, H, T, dh], q and k rotated in one pass
+  auto k = qk_rot[1].transpose(1, 2);
+  auto v = parts[1].transpose(1, 2);
 
   // Keys visible to this segment: [sinks][cache][segment].
   torch::Tensor keys, vals, kpos;
@@ -73,7 +74,7 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   ao.q_block = o_.q_block;
   torch::Tensor q_sink;
   if (o_.window > 0 && o_.sinks > 0)
-    q_sink = rope_.apply(qkv.narrow(2, 0, o_.n_heads), torch::clamp_max(pos, o_.sinks + o_.window - 1), 1)
+    q_sink = rope_.apply(parts[0].narrow(2, 0, o_.n_heads), torch::clamp_max(pos, o_.sinks + o_.window - 1), 1)
                  .transpose(1, 2);
   auto y = attention(qr, keys, vals, pos, kpos, ao, q_sink);
   y = o_proj(y.transpose(1, 2).reshape({B, T, o_.n_heads * dh_}));

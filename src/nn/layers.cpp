@@ -1,16 +1,14 @@
 #include "nn/layers.h"
 
+#include "nn/fused.h"
+
 namespace longctx {
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
-torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  auto xf = x.to(torch::kFloat32);
-  auto r = torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
-  return (xf * r).to(x.scalar_type()) * weight;
-}
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return fused_rms_norm(x, weight, eps); }
 
 SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
   auto o = [](int64_t i, int64_t o) { return torch::nn::LinearOptions(i, o).bias(false); };
@@ -23,7 +21,8 @@ torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) {
   // gate and up in one GEMM (weights concatenated; the parameters keep their HF names)
   int64_t h = gate_proj->weight.size(0);
   auto gu = torch::matmul(x, torch::cat({gate_proj->weight, up_proj->weight}, 0).t());
-  return down_proj(torch::silu(gu.narrow(-1, 0, h)) * gu.narrow(-1, h, h));
+  (void)h;
+  return down_proj(fused_swiglu(gu));
 }
 
 }  // namespace longctx

@@ -1,5 +1,6 @@
 #include "nn/rope.h"
 
+#include "nn/fused.h"
 #include "util/error.h"
 
 namespace longctx {
@@ -29,6 +30,8 @@ torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos, int6
   LCX_CHECK(d == o_.dim, "rope: input has ", d, " channels, rope dim is ", o_.dim);
   LCX_CHECK(pos.numel() == T, "rope: ", pos.numel(), " positions for ", T, " tokens");
   auto ang = angles(pos);  // [T, d/2], float64
+  if (x.dim() == 4 && td == 1)  // [B, T, H, d]: the fused kernel (one pass forward and backward)
+    return fused_rope(x, torch::cos(ang) * attn_scale_, torch::sin(ang) * attn_scale_, o_.interleaved);
   // cos/sin over all d channels, shaped to broadcast against x along its time dimension.
   auto full = o_.interleaved ? ang.repeat_interleave(2, -1) : torch::cat({ang, ang}, -1);  // [T, d]
   std::vector<int64_t> shape(x.dim(), 1);

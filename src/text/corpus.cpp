@@ -14,10 +14,10 @@ namespace longctx {
 std::string data_dir() {
   if (const char* e = std::getenv("LONGCTX_DATA")) return e;
   if (fs::exists("data/.complete")) return "data";
-#ifdef LONGCTX_SOURCE_DIR
-  return std::string(LONGCTX_SOURCE_DIR) + "/data";
-#else
   if (const char* s = std::getenv("LONGCTX_SOURCE_DIR")) return std::string(s) + "/data";
+#ifdef LONGCTX_DEFAULT_DATA
+  return LONGCTX_DEFAULT_DATA;  // the source tree this binary was built from
+#else
   return "data";
 #endif
 }

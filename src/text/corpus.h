@@ -15,7 +15,8 @@ struct Document {
   std::string text;
 };
 
-// The data folder: $LONGCTX_DATA, else ./data, else <source dir>/data.
+// The data folder: $LONGCTX_DATA, else ./data (when fetched there), else the data/ folder of
+// the source tree the binary was built from.
 std::string data_dir();
 
 // Corpus names:
