@@ -33,9 +33,13 @@ demo: data build-cli
 bench: data build
 	./scripts/bench.sh
 
-# Longer training than the demo: the checked-in transformer-tiny.
-recipe-tiny: data build
-	$(LONGCTX) train --config configs/transformer-tiny.json --out runs/recipe-tiny --steps 6000
+# Longer training than the demo: the checked-in models/transformer-tiny (F16 weights).
+RECIPE_TINY_STEPS ?= 5000
+recipe-tiny: data build-cli
+	rm -rf runs/recipe-tiny
+	$(LONGCTX) train --config configs/transformer-tiny.json --out runs/recipe-tiny --steps $(RECIPE_TINY_STEPS) \
+	  --set train.eval_every=500 --set train.checkpoint_every=500
+	$(LONGCTX) export --model runs/recipe-tiny --out models/transformer-tiny --dtype F16
 
 clean:
 	rm -rf $(BUILD)

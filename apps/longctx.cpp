@@ -123,6 +123,13 @@ int main(int argc, char** argv) {
   info->add_option("--tokens", info_tokens, "measure state bytes after streaming this many tokens");
   info->add_option("--set", msets, "override a model config field");
 
+  // export
+  auto* ex = app.add_subcommand("export", "write a model folder (config, weights, tokenizer, split) with F32/F16/BF16 weights");
+  std::string ex_out, ex_dtype = "F16";
+  ex->add_option("--model", model_dir, "model or run folder")->required();
+  ex->add_option("--out", ex_out, "destination folder")->required();
+  ex->add_option("--dtype", ex_dtype, "F32, F16 or BF16");
+
   // tokenizer train
   auto* tk = app.add_subcommand("tokenizer", "tokenizers");
   tk->require_subcommand(1);
@@ -232,6 +239,19 @@ int main(int argc, char** argv) {
         fed = L;
         std::printf("%12lld %14lld  (%s)\n", (long long)L, (long long)s.state().bytes(), human_bytes(s.state().bytes()).c_str());
       }
+      return 0;
+    }
+    if (*ex) {
+      auto p = load_pretrained(model_dir);
+      fs::create_directories(ex_out);
+      write_file_atomic(ex_out + "/config.json", p.config.dump(2) + "\n");
+      save_weights(ex_out + "/model.safetensors", p.model, ex_dtype, {{"exported_from", model_dir}});
+      p.tokenizer->save(ex_out);
+      for (auto f : {"split.json", "log.jsonl", "loss.svg"})
+        if (fs::exists(model_dir + "/" + f)) write_file_atomic(ex_out + "/" + f, read_file(model_dir + "/" + f));
+      auto check = load_pretrained(ex_out);  // refuse to leave a folder that does not load
+      std::printf("wrote %s (%s weights, %s)\n", ex_out.c_str(), ex_dtype.c_str(),
+                  human_bytes(fs::file_size(ex_out + "/model.safetensors")).c_str());
       return 0;
     }
     if (*tkt) {
