@@ -14,22 +14,24 @@ rm -rf "$RUN"
 $LONGCTX train --config configs/demo-tiny.json --out "$RUN" ${STEPS:+--steps $STEPS}
 echo "log: $RUN/log.jsonl   loss curve: $RUN/loss.svg"
 
-section "held-out addresses: bits per byte"
-$LONGCTX eval ppl --model "$RUN" --data val --context 256
+section "held-out addresses: full attention at its trained context (128) and past it (512)"
+$LONGCTX eval ppl --model "$RUN" --data val --max-bytes 100000 --context 128,512
 
-section "Moby Dick (never trained on): full attention at its trained context vs. past it"
-$LONGCTX eval ppl --model "$RUN" --data moby-dick --max-bytes 300000 --context 128,1024 --json "$RUN/moby-dick.json"
+section "state carried after N tokens: full attention grows, the sliding window does not"
+$LONGCTX info --model "$RUN" --tokens 1024,16384 | tail -3
+$LONGCTX info --model "$RUN" --tokens 1024,16384,131072 \
+  --set 'model.mixer={"type":"sliding_window","window":128,"sinks":4}' | tail -4
 
-section "the whole book streamed through a sliding window: memory stays flat"
-$LONGCTX eval ppl --model "$RUN" --data moby-dick --context all \
-  --set 'model.mixer={"type":"sliding_window","window":256,"sinks":4}'
+section "Moby Dick (never trained on), the whole book streamed through a sliding window of 128: memory stays flat"
+$LONGCTX eval ppl --model "$RUN" --data moby-dick --context all --json "$RUN/moby-dick.json" \
+  --set 'model.mixer={"type":"sliding_window","window":128,"sinks":4}'
 
 section "generate"
 $LONGCTX generate --model "$RUN" --prompt "Fellow citizens" --max-tokens 300 --temperature 0.8 --top-p 0.95 --seed 1
 
 if [ -f models/transformer-tiny/model.safetensors ]; then
   section "the project's best transformer-tiny (trained longer by make recipe-tiny, checked in)"
-  $LONGCTX eval ppl --model models/transformer-tiny --data val --context 256
+  $LONGCTX eval ppl --model models/transformer-tiny --data val --max-bytes 100000 --context 128
   $LONGCTX generate --model models/transformer-tiny --prompt "Fellow citizens" --max-tokens 300 --temperature 0.8 --top-p 0.95 --seed 1
 fi
 section "done"
