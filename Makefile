@@ -34,7 +34,7 @@ bench: data build
 	./scripts/bench.sh
 
 # Longer training than the demo: the checked-in models/transformer-tiny (F16 weights).
-RECIPE_TINY_STEPS ?= 5000
+RECIPE_TINY_STEPS ?= 2500
 recipe-tiny: data build-cli
 	rm -rf runs/recipe-tiny
 	$(LONGCTX) train --config configs/transformer-tiny.json --out runs/recipe-tiny --steps $(RECIPE_TINY_STEPS) \

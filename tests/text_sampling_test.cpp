@@ -52,9 +52,20 @@ TEST(Batches, DependOnlyOnSeedAndStepAndTargetsAreShiftedInputs) {
   EXPECT_TRUE(torch::equal(x1, x2));
   EXPECT_TRUE(torch::equal(x1.narrow(1, 1, 15), y1.narrow(1, 0, 15)));
   EXPECT_FALSE(torch::equal(a.get(13, 1).first, x1));
-  auto seq = sequential_batches(s, 3, 100, 2);
-  ASSERT_EQ(seq.size(), 2u);
-  EXPECT_EQ(seq[1].first[0][0].item<int64_t>(), s.tokens[300]);
+}
+
+TEST(Batches, ValidationWindowsSpreadOverTheWholeStream) {
+  TokenStream s;
+  for (int i = 0; i < 5000; ++i) s.tokens.push_back(i % 251);
+  auto all = sequential_batches(s, 3, 100, 0);  // 49 windows of 100 targets
+  int64_t n = 0;
+  for (auto& b : all) n += b.first.size(0);
+  EXPECT_EQ(n, 49);
+  EXPECT_EQ(all.back().second[0][99].item<int64_t>(), s.tokens[4900]);
+  auto some = sequential_batches(s, 3, 100, 2);  // 6 windows, evenly spaced: 0, 8, 16, 24, 32, 40
+  ASSERT_EQ(some.size(), 2u);
+  EXPECT_EQ(some[0].first[1][0].item<int64_t>(), s.tokens[800]);
+  EXPECT_EQ(some[1].first[2][0].item<int64_t>(), s.tokens[4000]);
 }
 
 TEST(SentencePiece, TrainsLoadsAndRoundTrips) {

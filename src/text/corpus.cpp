@@ -154,16 +154,18 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> sequential_batches(const To
                                                                         int64_t seq_len, int64_t max_batches) {
   std::vector<std::pair<torch::Tensor, torch::Tensor>> out;
   int64_t nseq = (static_cast<int64_t>(s.tokens.size()) - 1) / seq_len;
-  int64_t idx = 0;
-  while (idx < nseq && static_cast<int64_t>(out.size()) < max_batches) {
-    int64_t b = std::min(batch, nseq - idx);
+  int64_t take = max_batches > 0 ? std::min(nseq, max_batches * batch) : nseq;
+  for (int64_t k0 = 0; k0 < take; k0 += batch) {
+    int64_t b = std::min(batch, take - k0);
     auto x = torch::empty({b, seq_len}, torch::kInt64), y = torch::empty({b, seq_len}, torch::kInt64);
     auto xa = x.accessor<int64_t, 2>(), ya = y.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < b; ++i, ++idx)
+    for (int64_t i = 0; i < b; ++i) {
+      int64_t idx = (k0 + i) * nseq / take;  // evenly spaced window index
       for (int64_t t = 0; t < seq_len; ++t) {
         xa[i][t] = s.tokens[idx * seq_len + t];
         ya[i][t] = s.tokens[idx * seq_len + t + 1];
       }
+    }
     out.push_back({x, y});
   }
   return out;

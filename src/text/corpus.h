@@ -55,8 +55,9 @@ class BatchSampler {
   uint64_t seed_;
 };
 
-// Non-overlapping windows of T+1 tokens (consecutive windows share one token) over the stream,
-// in order: the fixed validation batches.
+// Non-overlapping windows of T+1 tokens (consecutive windows share one token) over the stream.
+// With max_batches < all, the windows taken are spread evenly over the whole stream (so a
+// periodic evaluation sees every held-out document, not the first ones); 0 = all windows.
 std::vector<std::pair<torch::Tensor, torch::Tensor>> sequential_batches(const TokenStream& s, int64_t batch,
                                                                         int64_t seq_len, int64_t max_batches);
 

@@ -125,10 +125,15 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
 
   auto data = prepare_data(cfg.data, *tok);
   BatchSampler sampler(data.train, t.batch_size, cfg.data.seq_len, t.seed);
+  // Periodic evaluations: eval_batches batches spread over the whole validation split. The last
+  // step evaluates every window of the split.
   auto val_batches = sequential_batches(data.val, t.batch_size, cfg.data.seq_len, t.eval_batches);
   LCX_CHECK(!val_batches.empty(), "validation split has too few tokens for one sequence of ", cfg.data.seq_len);
-  int64_t val_tokens = 0;
-  for (auto& b : val_batches) val_tokens += b.second.numel();
+  auto count = [](const std::vector<std::pair<torch::Tensor, torch::Tensor>>& v) {
+    int64_t n = 0;
+    for (auto& b : v) n += b.second.numel();
+    return n;
+  };
   double bytes_per_token = double(data.val.bytes) / double(std::max<size_t>(1, data.val.tokens.size()));
 
   torch::manual_seed(t.seed);
@@ -231,10 +236,12 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     }
     bool last = done == t.steps;
     if ((t.eval_every > 0 && done % t.eval_every == 0) || last) {
-      double vl = evaluate(model, val_batches);
+      auto full = last ? sequential_batches(data.val, t.batch_size, cfg.data.seq_len, 0) : decltype(val_batches)();
+      const auto& vb = last ? full : val_batches;
+      double vl = evaluate(model, vb);
       res.val_loss = vl;
       res.val_bpb = vl / std::log(2.0) / bytes_per_token;
-      log_line({{"step", done}, {"val_loss", vl}, {"val_bpb", res.val_bpb}, {"val_tokens", val_tokens}});
+      log_line({{"step", done}, {"val_loss", vl}, {"val_bpb", res.val_bpb}, {"val_tokens", count(vb)}});
       if (!opt.quiet)
         std::fprintf(stderr, "%sstep %lld: validation loss %.4f, %.4f bits per byte\n", isatty(2) ? "\n" : "",
                      (long long)done, vl, res.val_bpb);
