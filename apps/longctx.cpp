@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   ev->require_subcommand(1);
   auto* ppl = ev->add_subcommand("ppl", "bits per byte over a long document, streamed, at several contexts");
   std::string model_dir, data = "moby-dick", contexts = "256,1024,4096", json_out;
-  int64_t chunk = 2048;
+  int64_t chunk = 512;
   std::vector<std::string> msets;
   ppl->add_option("--model", model_dir, "model folder")->required();
   ppl->add_option("--data", data, "corpus (moby-dick, bible, sotu, brown, file:PATH) or val (the model's held-out documents)");

@@ -2,7 +2,7 @@
 // sliding window and for full attention (up to where it fits), in one run. Each (mixer, length)
 // runs in a forked child so its peak RSS is its own.
 //   build/bench_stream [--model DIR | --config configs/transformer-tiny.json] [--window 512]
-//                      [--lengths 4096,65536,1048576] [--full-max 65536] [--chunk 2048]
+//                      [--lengths 4096,65536,1048576] [--full-max 65536] [--chunk 512]
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
                                   model_dir + "/config.json");
   else base = RunConfig::from_file(bench::flag(argc, argv, "config", "configs/transformer-tiny.json")).model;
   int64_t window = std::atoll(bench::flag(argc, argv, "window", "512").c_str());
-  int64_t chunk = std::atoll(bench::flag(argc, argv, "chunk", "2048").c_str());
+  int64_t chunk = std::atoll(bench::flag(argc, argv, "chunk", "512").c_str());
   int64_t full_max = std::atoll(bench::flag(argc, argv, "full-max", "65536").c_str());
   std::vector<int64_t> lengths;
   std::stringstream ss(bench::flag(argc, argv, "lengths", "4096,65536,1048576"));

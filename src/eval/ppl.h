@@ -12,7 +12,7 @@ namespace longctx {
 
 struct PplOptions {
   int64_t context = 1024;  // tokens per window; 0 = the whole document in one window
-  int64_t chunk = 2048;    // tokens per forward call (bigger chunks, bigger and faster GEMMs)
+  int64_t chunk = 512;     // tokens per forward call
   int64_t batch_tokens = 16384;  // windows evaluated together: max(1, batch_tokens / context)
   bool progress = true;
 };

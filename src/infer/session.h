@@ -28,7 +28,7 @@ class Sampler {
 
 class Session {
  public:
-  explicit Session(CausalLM model, int64_t chunk = 2048);
+  explicit Session(CausalLM model, int64_t chunk = 512);
   // Feeds tokens; returns the logits [V] after the last one.
   torch::Tensor feed(const std::vector<int64_t>& tokens);
   // Generates up to max_tokens (stops early when on_token returns false).
