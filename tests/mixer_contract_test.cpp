@@ -101,8 +101,11 @@ TEST_P(MixerContract, BoundedStateOrGrowthAsDeclared) {
   run_chunks({45, 45}, s, 60);
   int64_t b150 = s.bytes();
   EXPECT_EQ(model->blocks[0]->mixer()->state_bounded(), GetParam().bounded);
-  if (GetParam().bounded) EXPECT_EQ(b60, b150);
-  else EXPECT_GT(b150, b60);
+  if (GetParam().bounded) {
+    EXPECT_EQ(b60, b150);
+  } else {
+    EXPECT_GT(b150, b60);
+  }
 }
 
 TEST_P(MixerContract, StateRoundTripContinuesExactly) {

@@ -53,8 +53,12 @@ TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
   ASSERT_EQ(la.size(), lb.size());
   for (size_t i = 0; i < la.size(); ++i) {
     EXPECT_EQ(la[i]["step"], lb[i]["step"]);
-    if (la[i].contains("loss")) EXPECT_EQ(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>()) << "row " << i;
-    if (la[i].contains("val_loss")) EXPECT_EQ(la[i]["val_loss"].get<double>(), lb[i]["val_loss"].get<double>());
+    if (la[i].contains("loss")) {
+      EXPECT_EQ(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>()) << "row " << i;
+    }
+    if (la[i].contains("val_loss")) {
+      EXPECT_EQ(la[i]["val_loss"].get<double>(), lb[i]["val_loss"].get<double>());
+    }
   }
   auto wa = load_pretrained(a), wb = load_pretrained(b);
   auto pb = wb.model->named_parameters();
