@@ -165,8 +165,11 @@ int main(int argc, char** argv) {
       o.resume = resume;
       o.stop_after = stop_after;
       auto r = train(cfg, o);
-      std::printf("steps %lld  tokens %lld  final train loss %.4f  validation loss %.4f  validation bits/byte %.4f  %.0f tokens/s\n",
-                  (long long)r.steps_done, (long long)r.tokens, r.final_loss, r.val_loss, r.val_bpb, r.tokens_per_s);
+      std::printf("steps %lld  tokens %lld  final train loss %.4f  ", (long long)r.steps_done, (long long)r.tokens,
+                  r.final_loss);
+      if (r.val_bpb > 0) std::printf("validation loss %.4f  validation bits/byte %.4f  ", r.val_loss, r.val_bpb);
+      else std::printf("(no validation in this invocation)  ");
+      std::printf("%.0f tokens/s\n", r.tokens_per_s);
       return 0;
     }
     if (*ppl) {
