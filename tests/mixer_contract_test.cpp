@@ -23,6 +23,9 @@ const MixerCase kMixers[] = {
     {"sliding_window", R"({"type": "sliding_window", "window": 16})", true},
     {"sliding_window_sinks", R"({"type": "sliding_window", "window": 16, "sinks": 4, "q_block": 5})", true},
     {"sliding_window_gqa", R"({"type": "sliding_window", "window": 9, "sinks": 1, "n_kv_heads": 2})", true},
+    {"infini_delta", R"({"type": "infini_attention", "segment": 16})", true},
+    {"infini_linear", R"({"type": "infini_attention", "segment": 13, "update": "linear"})", true},
+    {"infini_detach", R"({"type": "infini_attention", "segment": 7, "detach_every": 2, "gate_init": 1.5})", true},
 };
 
 class MixerContract : public ::testing::TestWithParam<MixerCase> {

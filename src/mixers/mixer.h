@@ -13,6 +13,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "mixers/state.h"
 
@@ -31,6 +32,8 @@ class Mixer : public torch::nn::Module {
   virtual std::string kind() const = 0;
   // True when state.bytes() is independent of the number of tokens seen.
   virtual bool state_bounded() const = 0;
+  // Values worth logging during training (e.g. Infini-attention's gates), by name.
+  virtual std::map<std::string, std::vector<double>> diagnostics() const { return {}; }
 };
 
 }  // namespace longctx

@@ -2,6 +2,7 @@
 
 #include "io/json_fields.h"
 #include "mixers/attention.h"
+#include "mixers/infini_attention.h"
 
 namespace longctx {
 
@@ -22,6 +23,14 @@ std::shared_ptr<Mixer> attention_mixer(const ModelConfig& c, const std::string& 
   return std::make_shared<AttentionMixer>(o);
 }
 
+std::shared_ptr<Mixer> infini_mixer(const ModelConfig& c, const std::string& where) {
+  Fields f(c.mixer, where, "model.mixer");
+  f.get<std::string>("type", "");
+  auto o = InfiniAttentionOptions::parse(f, c.d_model, c.n_heads, rope_of(c));
+  f.done();
+  return std::make_shared<InfiniAttentionMixer>(o);
+}
+
 struct Entry {
   const char* type;
   std::shared_ptr<Mixer> (*make)(const ModelConfig&, const std::string&);
@@ -31,6 +40,7 @@ struct Entry {
 const Entry kMixers[] = {
     {"full_attention", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, false); }},
     {"sliding_window", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, true); }},
+    {"infini_attention", infini_mixer},
 };
 
 const Entry& find(const ModelConfig& c, const std::string& where) {

@@ -1,0 +1,59 @@
+// Infini-attention (Munkhdalai et al., arXiv 2404.07143): local causal softmax attention within
+// segments of N tokens plus a compressive memory per head, read and written once per segment.
+//
+//   sigma(x) = ELU(x) + 1 on the pre-RoPE queries and keys
+//   A_mem = sigma(Q) M_{s-1} / (sigma(Q) z_{s-1})            retrieve with the previous state,
+//   linear: M_s = M_{s-1} + sigma(K)^T V                      then update
+//   delta:  M_s = M_{s-1} + sigma(K)^T (V - sigma(K) M_{s-1} / (sigma(K) z_{s-1}))
+//   z_s = z_{s-1} + sum_t sigma(K_t)
+//   A = sigmoid(beta_h) A_mem + (1 - sigmoid(beta_h)) A_dot,  beta: one learned scalar per head
+//
+// M and z are kept in float32 (float64 when the compute dtype is float64). Before the first
+// segment completes, M = z = 0 and the ratio 0/0 reads as 0 (denominator clamped at eps).
+// The state is M [B,H,dk,dv], z [B,H,dk] and the current partial segment's keys and values:
+// post-RoPE keys for local attention, sigma(K) for the memory update when the segment completes.
+// Under autograd the graph runs through M and z across every segment of a call (BPTT);
+// `detach_every` = k cuts it after every k-th memory update.
+#pragma once
+#include "io/json_fields.h"
+#include "mixers/mixer.h"
+#include "nn/rope.h"
+
+namespace longctx {
+
+struct InfiniAttentionOptions {
+  int64_t d_model = 256, n_heads = 4;
+  int64_t segment = 2048;     // N: tokens per segment
+  bool delta = true;          // update rule: "delta" (true) or "linear"
+  int64_t detach_every = 0;   // training: detach M, z after every k-th update (0 = never)
+  double gate_init = 0.0;     // beta at initialisation (sigmoid 0.5)
+  double eps = 1e-6;          // denominator guard
+  RopeOptions rope;
+  static InfiniAttentionOptions parse(Fields& f, int64_t d_model, int64_t n_heads, const RopeOptions& rope);
+};
+
+class InfiniAttentionMixer : public Mixer {
+ public:
+  explicit InfiniAttentionMixer(InfiniAttentionOptions o);
+  torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) override;
+  std::string kind() const override { return "infini_attention"; }
+  bool state_bounded() const override { return true; }
+  std::map<std::string, std::vector<double>> diagnostics() const override;
+  const InfiniAttentionOptions& options() const { return o_; }
+
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  torch::Tensor memory_gate;  // beta [H]
+
+ private:
+  InfiniAttentionOptions o_;
+  Rope rope_;
+  int64_t dh_;
+};
+
+// The memory alone, exposed for tests and tools: one segment's retrieval and update.
+// sq, sk: sigma features [B,H,T,dk]; v [B,H,T,dv]; M [B,H,dk,dv]; z [B,H,dk] (memory dtype).
+torch::Tensor infini_memory_read(const torch::Tensor& sq, const torch::Tensor& M, const torch::Tensor& z, double eps);
+void infini_memory_update(torch::Tensor& M, torch::Tensor& z, const torch::Tensor& sk, const torch::Tensor& v,
+                          bool delta, double eps);
+
+}  // namespace longctx

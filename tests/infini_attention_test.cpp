@@ -1,0 +1,243 @@
+// Infini-attention against a float64 reference written as plain loops (MECHANISMS.md section 1),
+// plus the properties that failed reproductions got wrong: gates that learn, float32 memory,
+// memory that reaches past the segment.
+#include <cmath>
+
+#include "mixers/infini_attention.h"
+#include "model/lm.h"
+#include "test_util.h"
+
+using namespace longctx;
+using namespace longctx::testing;
+
+namespace {
+
+using Acc = torch::TensorAccessor<double, 2>;
+
+double elu1(double x) { return x > 0 ? x + 1 : std::exp(x); }
+
+// out[t] for one (batch, head): q, k, v are [T, d] before RoPE.
+torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t N,
+                             bool delta, double gate, double eps, double base) {
+  const int64_t T = q.size(0), d = q.size(1);
+  auto qa = q.accessor<double, 2>(), ka = k.accessor<double, 2>(), va = v.accessor<double, 2>();
+  auto rope = [&](Acc a, int64_t t) {
+    std::vector<double> r(d);
+    for (int64_t i = 0; i < d / 2; ++i) {
+      double th = double(t) * std::pow(base, -2.0 * i / double(d));
+      r[i] = a[t][i] * std::cos(th) - a[t][i + d / 2] * std::sin(th);
+      r[i + d / 2] = a[t][i + d / 2] * std::cos(th) + a[t][i] * std::sin(th);
+    }
+    return r;
+  };
+  std::vector<std::vector<double>> M(d, std::vector<double>(d, 0.0));
+  std::vector<double> z(d, 0.0);
+  auto out = torch::zeros({T, d}, torch::kFloat64);
+  auto oa = out.accessor<double, 2>();
+  for (int64_t s0 = 0; s0 < T; s0 += N) {
+    int64_t s1 = std::min(T, s0 + N);
+    for (int64_t t = s0; t < s1; ++t) {
+      auto qt = rope(qa, t);
+      std::vector<double> sc;
+      double mx = -1e300;
+      for (int64_t j = s0; j <= t; ++j) {
+        auto kj = rope(ka, j);
+        double dot = 0;
+        for (int64_t i = 0; i < d; ++i) dot += qt[i] * kj[i];
+        sc.push_back(dot / std::sqrt(double(d)));
+        mx = std::max(mx, sc.back());
+      }
+      double sum = 0;
+      for (auto& e : sc) sum += (e = std::exp(e - mx));
+      std::vector<double> sq(d);
+      double den = 0;
+      for (int64_t i = 0; i < d; ++i) den += (sq[i] = elu1(qa[t][i])) * z[i];
+      for (int64_t c = 0; c < d; ++c) {
+        double local = 0, num = 0;
+        for (int64_t j = s0; j <= t; ++j) local += sc[j - s0] / sum * va[j][c];
+        for (int64_t i = 0; i < d; ++i) num += sq[i] * M[i][c];
+        oa[t][c] = gate * num / std::max(den, eps) + (1 - gate) * local;
+      }
+    }
+    if (s1 - s0 < N) break;  // a partial segment is not folded into memory
+    auto M0 = M;
+    auto z0 = z;
+    for (int64_t t = s0; t < s1; ++t) {
+      std::vector<double> sk(d);
+      double den = 0;
+      for (int64_t i = 0; i < d; ++i) den += (sk[i] = elu1(ka[t][i])) * z0[i];
+      for (int64_t c = 0; c < d; ++c) {
+        double r = 0;
+        for (int64_t i = 0; i < d; ++i) r += sk[i] * M0[i][c];
+        double val = va[t][c] - (delta ? r / std::max(den, eps) : 0.0);
+        for (int64_t i = 0; i < d; ++i) M[i][c] += sk[i] * val;
+      }
+      for (int64_t i = 0; i < d; ++i) z[i] += sk[i];
+    }
+  }
+  return out;
+}
+
+torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
+  const auto& o = m.options();
+  int64_t B = x.size(0), T = x.size(1), H = o.n_heads, d = o.d_model / H;
+  auto q = torch::matmul(x, m.q_proj->weight.t()).view({B, T, H, d});
+  auto k = torch::matmul(x, m.k_proj->weight.t()).view({B, T, H, d});
+  auto v = torch::matmul(x, m.v_proj->weight.t()).view({B, T, H, d});
+  auto y = torch::zeros({B, T, H, d}, torch::kFloat64);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      double g = 1.0 / (1.0 + std::exp(-m.memory_gate[h].item<double>()));
+      y.select(0, b).select(1, h).copy_(reference_head(q[b].select(1, h).contiguous(), k[b].select(1, h).contiguous(),
+                                                       v[b].select(1, h).contiguous(), o.segment, o.delta, g, o.eps,
+                                                       o.rope.base));
+    }
+  return torch::matmul(y.view({B, T, H * d}), m.o_proj->weight.t());
+}
+
+InfiniAttentionMixer make_mixer(int64_t segment, bool delta, torch::Dtype dt = torch::kFloat64) {
+  InfiniAttentionOptions o;
+  o.d_model = 16, o.n_heads = 2, o.segment = segment, o.delta = delta;
+  o.rope.dim = 8;
+  InfiniAttentionMixer m(o);
+  torch::NoGradGuard ng;
+  for (auto& p : m.parameters()) p.normal_(0, 0.5);
+  m.to(dt);
+  return m;
+}
+
+}  // namespace
+
+TEST(InfiniAttention, MatchesFloat64PlainLoopReferenceForBothUpdateRules) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(3);
+  for (bool delta : {true, false}) {
+    auto m = make_mixer(7, delta);
+    auto x = torch::randn({2, 40, 16}, torch::kFloat64);  // 5 full segments and a partial one
+    State s;
+    StepContext ctx;
+    auto y = m.forward(x, s, ctx);
+    auto ref = reference(m, x);
+    EXPECT_LT(max_abs_diff(y, ref), 1e-10) << (delta ? "delta" : "linear");
+    // Float32 compute (memory in float32) within float tolerance of the float64 reference.
+    auto m32 = make_mixer(7, delta);
+    {
+      auto src = m.named_parameters();
+      for (auto& p : m32.named_parameters()) p.value().copy_(src[p.key()]);
+    }
+    m32.to(torch::kFloat32);
+    State s32;
+    auto y32 = m32.forward(x.to(torch::kFloat32), s32, ctx);
+    EXPECT_LT(max_abs_diff(y32, ref), 1e-4) << (delta ? "delta" : "linear");
+    EXPECT_EQ(s32.at("M").scalar_type(), torch::kFloat32);
+  }
+}
+
+TEST(InfiniAttention, MemoryReadAndBothUpdatesMatchPlainLoops) {
+  torch::manual_seed(4);
+  int64_t T = 9, dk = 5, dv = 3;
+  auto sk = torch::rand({1, 1, T, dk}, torch::kFloat64) + 0.1;
+  auto v = torch::randn({1, 1, T, dv}, torch::kFloat64);
+  auto M0 = torch::randn({1, 1, dk, dv}, torch::kFloat64);
+  auto z0 = torch::rand({1, 1, dk}, torch::kFloat64) + 1;
+  for (bool delta : {true, false}) {
+    auto M = M0.clone(), z = z0.clone();
+    infini_memory_update(M, z, sk, v, delta, 1e-6);
+    auto skt = sk[0][0].contiguous(), vt = v[0][0].contiguous(), mt = M0[0][0].contiguous(),
+         zt = z0[0][0].contiguous();
+    auto a = skt.accessor<double, 2>(), va = vt.accessor<double, 2>();
+    auto m0 = mt.accessor<double, 2>();
+    auto zz = zt.accessor<double, 1>();
+    for (int64_t c = 0; c < dv; ++c)
+      for (int64_t i = 0; i < dk; ++i) {
+        double e = m0[i][c];
+        for (int64_t t = 0; t < T; ++t) {
+          double num = 0, den = 0;
+          for (int64_t j = 0; j < dk; ++j) num += a[t][j] * m0[j][c], den += a[t][j] * zz[j];
+          e += a[t][i] * (va[t][c] - (delta ? num / den : 0.0));
+        }
+        EXPECT_NEAR(M[0][0][i][c].item<double>(), e, 1e-12);
+      }
+    for (int64_t i = 0; i < dk; ++i) {
+      double e = zz[i];
+      for (int64_t t = 0; t < T; ++t) e += a[t][i];
+      EXPECT_NEAR(z[0][0][i].item<double>(), e, 1e-12);
+    }
+  }
+  // Read: row-wise ratio; an empty memory reads exactly zero (0/0 guarded), never NaN.
+  auto r = infini_memory_read(sk, M0, z0, 1e-6);
+  EXPECT_LT(max_abs_diff(r, torch::matmul(sk, M0) / torch::matmul(sk, z0.unsqueeze(-1))), 1e-12);
+  auto r0 = infini_memory_read(sk, torch::zeros_like(M0), torch::zeros_like(z0), 1e-6);
+  EXPECT_TRUE(torch::all(r0 == 0).item<bool>());
+}
+
+TEST(InfiniAttention, GateGradientIsNonZeroAndGatesAreLogged) {
+  torch::manual_seed(5);
+  auto m = make_mixer(5, true, torch::kFloat32);
+  auto x = torch::randn({2, 23, 16});
+  State s;
+  StepContext ctx;
+  m.forward(x, s, ctx).pow(2).mean().backward();
+  ASSERT_TRUE(m.memory_gate.grad().defined());
+  EXPECT_GT(m.memory_gate.grad().abs().min().item<double>(), 0) << "every head's gate gets a gradient";
+  auto d = m.diagnostics();
+  ASSERT_EQ(d["gate"].size(), 2u);
+  EXPECT_NEAR(d["gate"][0], 1.0 / (1.0 + std::exp(-m.memory_gate[0].item<double>())), 1e-6);
+}
+
+TEST(InfiniAttention, BackPropagatesThroughMemoryAcrossSegmentsUnlessDetached) {
+  torch::manual_seed(6);
+  for (int64_t detach : {0, 1}) {
+    auto m = make_mixer(4, true, torch::kFloat32);
+    InfiniAttentionOptions o = m.options();
+    o.detach_every = detach;
+    InfiniAttentionMixer md(o);
+    {
+      torch::NoGradGuard ng;
+      auto src = m.named_parameters();
+      for (auto& p : md.named_parameters()) p.value().copy_(src[p.key()]);
+    }
+    auto x = torch::randn({1, 12, 16}).requires_grad_(true);
+    State s;
+    StepContext ctx;
+    auto y = md.forward(x, s, ctx);
+    y.narrow(1, 8, 4).sum().backward();  // third segment's outputs
+    double g_first = x.grad().narrow(1, 0, 4).abs().sum().item<double>();
+    if (detach == 0) {
+      EXPECT_GT(g_first, 0) << "the third segment reads memory written by the first";
+    } else {
+      EXPECT_EQ(g_first, 0) << "detach_every 1 cuts the graph at every update";
+    }
+  }
+}
+
+TEST(InfiniAttention, MemoryReachesPastTheSegmentWithFloat32StateUnderBF16) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(7);
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 1, c.n_heads = 4, c.d_ff = 64;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segment": 8})");
+  CausalLM m(c);
+  auto x = torch::randint(0, 256, {1, 40}, torch::kInt64);
+  auto y = x.clone();
+  y[0][3] = (y[0][3].item<int64_t>() + 1) % 256;  // first segment; one layer: local sees only its segment
+  auto s1 = m->new_state(), s2 = m->new_state();
+  EXPECT_GT(max_abs_diff(m->forward(x, s1).narrow(1, 32, 8), m->forward(y, s2).narrow(1, 32, 8)), 1e-6);
+  // State: M and z per head plus the partial segment; float32 under bfloat16 compute.
+  m->to(torch::kBFloat16);
+  auto s3 = m->new_state();
+  m->forward(x.narrow(1, 0, 13), s3);
+  EXPECT_EQ(s3.layers[0].at("M").scalar_type(), torch::kFloat32);
+  EXPECT_EQ(s3.layers[0].at("z").scalar_type(), torch::kFloat32);
+  EXPECT_EQ(s3.layers[0].at("M").sizes(), (std::vector<int64_t>{1, 4, 8, 8}));
+}
+
+TEST(InfiniAttention, BadConfigIsRefusedByField) {
+  ModelConfig c;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "update": "hebbian"})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "update", "hebbian"});
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segment": 0})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"segment"});
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segmnt": 64})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"segmnt"});
+}
