@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "eval/passkey.h"
 #include "eval/ppl.h"
 #include "infer/session.h"
 #include "io/fs.h"
@@ -102,6 +103,22 @@ int main(int argc, char** argv) {
   int64_t max_bytes = 0;
   ppl->add_option("--max-bytes", max_bytes, "use only the first N bytes of the document (0 = all)");
 
+  auto* pkc = ev->add_subcommand("passkey", "passkey retrieval by length and depth (JSONL per sample, summary.json, heatmap)");
+  std::string pk_lengths = "4096,32768", pk_depths = "0,25,50,75,100", pk_out, pk_device = "cpu";
+  PasskeyEvalOptions pko;
+  pkc->add_option("--model", model_dir, "model folder")->required();
+  pkc->add_option("--lengths", pk_lengths, "prompt lengths in the model's tokens (4096, 4K, 1M, ...)");
+  pkc->add_option("--depths", pk_depths, "depths of the key in percent (0 = start, 100 = just before the question)");
+  pkc->add_option("--samples", pko.samples, "prompts (random keys) per length and depth");
+  pkc->add_option("--seed", pko.seed, "seed of the keys");
+  pkc->add_option("--out", pk_out, "folder for summary.json, samples.jsonl, heatmap.svg")->required();
+  pkc->add_option("--chunk", pko.chunk, "tokens per forward call (memory; results do not depend on it)");
+  pkc->add_option("--key-min", pko.key_min, "smallest key");
+  pkc->add_option("--key-max", pko.key_max, "largest key");
+  pkc->add_option("--max-new-tokens", pko.max_new_tokens, "generation limit (0 = digits of --key-max + 4)");
+  pkc->add_option("--set", msets, "override a model config field");
+  pkc->add_option("--device", pk_device, "cpu or cuda");
+
   // generate
   auto* gen = app.add_subcommand("generate", "generate text from a prompt, streamed to stdout");
   std::string prompt;
@@ -170,6 +187,62 @@ int main(int argc, char** argv) {
       if (r.val_bpb > 0) std::printf("validation loss %.4f  validation bits/byte %.4f  ", r.val_loss, r.val_bpb);
       else std::printf("(no validation in this invocation)  ");
       std::printf("%.0f tokens/s\n", r.tokens_per_s);
+      return 0;
+    }
+    if (*pkc) {
+      auto p = load_pretrained(model_dir, msets);
+      if (pk_device == "cuda") {
+        LCX_CHECK(torch::cuda::is_available(), "--device cuda: this libtorch sees no CUDA device");
+        p.model->to(torch::kCUDA);
+      } else {
+        LCX_CHECK(pk_device == "cpu", "--device: '", pk_device, "' is not cpu or cuda");
+      }
+      pko.lengths = parse_lengths(pk_lengths, "--lengths");
+      pko.depths.clear();
+      {
+        std::stringstream ss(pk_depths);
+        std::string item;
+        while (std::getline(ss, item, ',')) {
+          char* end = nullptr;
+          double d = std::strtod(item.c_str(), &end);
+          LCX_CHECK(!item.empty() && end && *end == '\0' && d >= 0 && d <= 100, "--depths: '", item,
+                    "' is not a depth in percent (0..100)");
+          pko.depths.push_back(d);
+        }
+      }
+      std::filesystem::create_directories(pk_out);
+      std::string samples_path = pk_out + "/samples.jsonl";
+      std::ofstream samples(samples_path + ".tmp");
+      pko.on_sample = [&](const nlohmann::json& j) { samples << j.dump() << "\n"; };
+      pko.log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+      std::fprintf(stderr, "passkey: model %s (%s, %.2fM parameters, %s state), %lld samples per cell, seed %llu\n",
+                   model_dir.c_str(), p.model_config.mixer_type().c_str(), p.model->num_parameters() / 1e6,
+                   p.model->state_bounded() ? "bounded" : "growing", (long long)pko.samples,
+                   (unsigned long long)pko.seed);
+      auto cells = eval_passkey(p.model, *p.tokenizer, pko);
+      samples.close();
+      std::filesystem::rename(samples_path + ".tmp", samples_path);
+      nlohmann::json summary = nlohmann::json::array();
+      for (auto& c : cells) summary.push_back(c.to_json());
+      write_file_atomic(pk_out + "/summary.json", summary.dump(2) + "\n");
+      write_file_atomic(pk_out + "/run.json",
+                        nlohmann::json({{"model", model_dir},
+                                        {"mechanism", p.model_config.mixer_type()},
+                                        {"parameters", p.model->num_parameters()},
+                                        {"samples", pko.samples},
+                                        {"seed", pko.seed},
+                                        {"lengths", pko.lengths},
+                                        {"depths", pko.depths},
+                                        {"key_min", pko.key_min},
+                                        {"key_max", pko.key_max},
+                                        {"device", pk_device},
+                                        {"threads", n}})
+                                .dump(2) + "\n");
+      write_file_atomic(pk_out + "/heatmap.svg",
+                        passkey_heatmap_svg(cells, "passkey accuracy: " + std::filesystem::path(model_dir).filename().string() +
+                                                       " (" + std::to_string(pko.samples) + " samples per cell)"));
+      std::printf("%s", passkey_table(cells).c_str());
+      std::printf("wrote %s/summary.json, samples.jsonl, heatmap.svg\n", pk_out.c_str());
       return 0;
     }
     if (*ppl) {

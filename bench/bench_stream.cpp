@@ -1,8 +1,10 @@
-// Streaming prefill: tokens/s, peak RSS and state bytes at several context lengths, for the
-// sliding window and for full attention (up to where it fits), in one run. Each (mixer, length)
-// runs in a forked child so its peak RSS is its own.
+// Streaming prefill: tokens/s, peak RSS and state bytes at several context lengths, for
+// Infini-attention, the sliding window and full attention (up to where it fits), in one run.
+// Each (mixer, length) runs in a forked child so its peak RSS is its own. The fraction of the
+// sgemm peak counts the dense FLOPs (2 x parameters per token; attention not counted).
 //   build/bench_stream [--model DIR | --config configs/transformer-tiny.json] [--window 512]
-//                      [--lengths 4096,65536,1048576] [--full-max 65536] [--chunk 512]
+//                      [--segment 512] [--lengths 4096,65536,1048576] [--full-max 65536]
+//                      [--chunk 512] [--mixers infini_attention,sliding_window,full_attention]
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,7 +21,7 @@ using namespace longctx;
 namespace {
 struct Row {
   double tps, seconds;
-  int64_t rss, state;
+  int64_t rss, state, params;
 };
 
 Row run(const ModelConfig& c, const std::string& model_dir, int64_t len, int64_t chunk) {
@@ -40,7 +42,7 @@ Row run(const ModelConfig& c, const std::string& model_dir, int64_t len, int64_t
   double t0 = now_seconds();
   s.feed(v);
   double dt = now_seconds() - t0;
-  return {len / dt, dt, peak_rss_bytes(), s.state().bytes()};
+  return {len / dt, dt, peak_rss_bytes(), s.state().bytes(), m->num_parameters()};
 }
 }  // namespace
 
@@ -57,22 +59,38 @@ int main(int argc, char** argv) {
   int64_t window = std::atoll(bench::flag(argc, argv, "window", "512").c_str());
   int64_t chunk = std::atoll(bench::flag(argc, argv, "chunk", "512").c_str());
   int64_t full_max = std::atoll(bench::flag(argc, argv, "full-max", "65536").c_str());
+  int64_t segment = std::atoll(bench::flag(argc, argv, "segment", "512").c_str());
+  std::vector<std::string> mixers;
+  {
+    std::stringstream ms(bench::flag(argc, argv, "mixers", "infini_attention,sliding_window,full_attention"));
+    for (std::string x; std::getline(ms, x, ',');) mixers.push_back(x);
+  }
+  double peak = bench::sgemm_gflops();
   std::vector<int64_t> lengths;
   std::stringstream ss(bench::flag(argc, argv, "lengths", "4096,65536,1048576"));
   for (std::string x; std::getline(ss, x, ',');) lengths.push_back(std::atoll(x.c_str()));
   std::printf("model d_model %lld, %lld layers, %lld heads, %d threads; chunk %lld\n\n", (long long)base.d_model,
               (long long)base.n_layers, (long long)base.n_heads, threads, (long long)chunk);
-  std::printf("| mixer | tokens | prefill tokens/s | seconds | state bytes | peak RSS |\n|---|---|---|---|---|---|\n");
+  std::printf("sgemm peak in this run (2048^3 fp32): %.1f GFLOP/s\n\n", peak);
+  std::printf("| mixer | tokens | prefill tokens/s | seconds | state bytes | peak RSS | fraction of sgemm peak |\n"
+              "|---|---|---|---|---|---|---|\n");
   std::fflush(stdout);
-  for (std::string mixer : {"sliding_window", "full_attention"}) {
+  for (const std::string& mixer : mixers) {
     ModelConfig c = base;
-    c.mixer = mixer == "sliding_window" ? nlohmann::json{{"type", mixer}, {"window", window}}
-                                        : nlohmann::json{{"type", mixer}};
-    std::string label = mixer == "sliding_window" ? "sliding_window (" + std::to_string(window) + ")" : mixer;
+    std::string label = mixer;
+    if (mixer == "sliding_window") {
+      c.mixer = {{"type", mixer}, {"window", window}};
+      label += " (" + std::to_string(window) + ")";
+    } else if (mixer == "infini_attention") {
+      c.mixer = {{"type", mixer}, {"segment", segment}};
+      label += " (segment " + std::to_string(segment) + ")";
+    } else {
+      c.mixer = {{"type", mixer}};
+    }
     for (auto len : lengths) {
       if (mixer == "full_attention" && len > full_max) {
         double kv = double(len) * c.n_layers * 2 * c.d_model * 4;
-        std::printf("| %s | %lld | not run: KV cache %s and O(L^2) time; raise --full-max to try | | | |\n", label.c_str(),
+        std::printf("| %s | %lld | not run: KV cache %s and O(L^2) time; raise --full-max to try | | | | |\n", label.c_str(),
                     (long long)len, human_bytes(kv).c_str());
         continue;
       }
@@ -92,14 +110,14 @@ int main(int argc, char** argv) {
       int status = 0;
       waitpid(pid, &status, 0);
       if (!ok) {
-        std::printf("| %s | %lld | failed (child exit status %d) | | | |\n", label.c_str(), (long long)len, status);
+        std::printf("| %s | %lld | failed (child exit status %d) | | | | |\n", label.c_str(), (long long)len, status);
         continue;
       }
-      std::printf("| %s | %lld | %.0f | %.1f | %s | %s |\n", label.c_str(), (long long)len, r.tps, r.seconds,
-                  human_bytes(r.state).c_str(), human_bytes(r.rss).c_str());
+      double frac = r.tps * 2.0 * double(r.params) / (peak * 1e9);
+      std::printf("| %s | %lld | %.0f | %.1f | %s | %s | %.3f |\n", label.c_str(), (long long)len, r.tps, r.seconds,
+                  human_bytes(r.state).c_str(), human_bytes(r.rss).c_str(), frac);
       std::fflush(stdout);
     }
   }
-  std::printf("\nsgemm peak in this run (2048^3 fp32): %.1f GFLOP/s\n", bench::sgemm_gflops());
   return 0;
 }

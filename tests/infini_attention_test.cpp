@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "mixers/infini_attention.h"
+#include "model/pretrained.h"
+#include "train/optim.h"
 #include "model/lm.h"
 #include "test_util.h"
 
@@ -240,4 +242,24 @@ TEST(InfiniAttention, BadConfigIsRefusedByField) {
   expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"segment"});
   c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segmnt": 64})");
   expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"segmnt"});
+}
+
+TEST(InfiniAttention, GatesGetTheirOwnOptimizerGroupWithoutWeightDecay) {
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.d_ff = 64;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segment": 8})");
+  CausalLM m(c);
+  TrainConfig t;
+  t.weight_decay = 0.1;
+  t.param_groups.push_back({"memory_gate", 30.0, 0.0});
+  auto groups = make_param_groups(named_weights(m), t);
+  bool found = false;
+  for (auto& g : groups)
+    if (g.name == "match:memory_gate") {
+      found = true;
+      EXPECT_EQ(g.params.size(), 2u);
+      EXPECT_EQ(g.weight_decay, 0.0);
+      EXPECT_EQ(g.lr_scale, 30.0);
+    }
+  EXPECT_TRUE(found);
 }

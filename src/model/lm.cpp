@@ -25,6 +25,20 @@ ModelState ModelState::clone() const {
   return m;
 }
 
+void ModelState::expand_batch(int64_t n) {
+  auto expand = [n](State& st) {
+    for (auto& [name, t] : std::map<std::string, torch::Tensor>(st.tensors())) {
+      if (!t.defined() || t.dim() == 0) continue;  // counters
+      LCX_CHECK(t.size(0) == 1, "state: cannot expand tensor '", name, "' of batch ", t.size(0), " (expected 1)");
+      std::vector<int64_t> reps(t.dim(), 1);
+      reps[0] = n;
+      st.set(name, t.repeat(reps));
+    }
+  };
+  expand(head);
+  for (auto& s : layers) expand(s);
+}
+
 CausalLMImpl::CausalLMImpl(const ModelConfig& c) : cfg_(c) {
   model = register_module("model", std::make_shared<Body>());
   model->embed_tokens = model->register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.d_model));
@@ -57,6 +71,14 @@ int64_t CausalLMImpl::num_parameters() const {
   for (auto& p : parameters()) n += p.numel();
   return n;
 }
+
+bool CausalLMImpl::state_bounded() const {
+  for (auto& b : blocks)
+    if (!b->mixer() || !b->mixer()->state_bounded()) return false;
+  return true;
+}
+
+torch::Device CausalLMImpl::device() const { return model->embed_tokens->weight.device(); }
 
 ModelState CausalLMImpl::new_state() const {
   ModelState s;

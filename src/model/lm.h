@@ -19,6 +19,8 @@ struct ModelState {
   int64_t bytes() const;
   void detach_();
   ModelState clone() const;
+  // Repeats a batch-1 state n times along the batch dimension (one stream becomes n).
+  void expand_batch(int64_t n);
 };
 
 class CausalLMImpl : public torch::nn::Module {
@@ -29,6 +31,9 @@ class CausalLMImpl : public torch::nn::Module {
   ModelState new_state() const;
   const ModelConfig& config() const { return cfg_; }
   int64_t num_parameters() const;
+  // True when every layer's state is bounded (no KV cache that grows with the tokens seen).
+  bool state_bounded() const;
+  torch::Device device() const;
   // Hidden states before the output projection (for chunked loss computation).
   torch::Tensor hidden(const torch::Tensor& tokens, ModelState& state, bool training = false);
   torch::Tensor logits(const torch::Tensor& hidden);

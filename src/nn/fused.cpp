@@ -229,7 +229,7 @@ torch::Tensor fused_rope(const torch::Tensor& x, const torch::Tensor& cos, const
 
 torch::Tensor rope_reference(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inter) {
   int64_t d = x.size(-1);
-  auto c = cos.to(x.scalar_type()), s = sin.to(x.scalar_type());
+  auto c = cos.to(x.device(), x.scalar_type()), s = sin.to(x.device(), x.scalar_type());
   auto cf = (inter ? c.repeat_interleave(2, -1) : torch::cat({c, c}, -1)).view({1, x.size(1), 1, d});
   auto sf = (inter ? s.repeat_interleave(2, -1) : torch::cat({s, s}, -1)).view({1, x.size(1), 1, d});
   torch::Tensor rot;

@@ -37,8 +37,8 @@ torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos, int6
   std::vector<int64_t> shape(x.dim(), 1);
   shape[td] = T;
   shape.back() = d;
-  auto cos = (torch::cos(full) * attn_scale_).to(x.scalar_type()).view(shape);
-  auto sin = (torch::sin(full) * attn_scale_).to(x.scalar_type()).view(shape);
+  auto cos = (torch::cos(full) * attn_scale_).to(x.device(), x.scalar_type()).view(shape);
+  auto sin = (torch::sin(full) * attn_scale_).to(x.device(), x.scalar_type()).view(shape);
   torch::Tensor rot;  // the partner channel with its sign: (-x2, x1)
   if (!o_.interleaved) {
     rot = torch::cat({-x.narrow(-1, d / 2, d / 2), x.narrow(-1, 0, d / 2)}, -1);

@@ -19,6 +19,14 @@ nlohmann::json RunConfig::to_json() const {
                {"split_seed", data.split_seed},
                {"seq_len", data.seq_len},
                {"separator", data.separator}};
+  if (data.passkey.fraction > 0) {
+    const auto& p = data.passkey;
+    j["data"]["passkey"] = {{"fraction", p.fraction},         {"min_length", p.min_length},
+                            {"max_length", p.max_length},     {"curriculum_steps", p.curriculum_steps},
+                            {"key_min", p.key_min},           {"key_max", p.key_max},
+                            {"answer_weight", p.answer_weight}, {"prompt_loss", p.prompt_loss},
+                            {"eval_lengths", p.eval_lengths}, {"eval_samples", p.eval_samples}};
+  }
   nlohmann::ordered_json tr;
   tr["steps"] = train.steps;
   tr["batch_size"] = train.batch_size;
@@ -41,6 +49,7 @@ nlohmann::json RunConfig::to_json() const {
   for (auto& g : train.param_groups)
     groups.push_back({{"match", g.match}, {"lr_scale", g.lr_scale}, {"weight_decay", g.weight_decay}});
   tr["param_groups"] = groups;
+  tr["device"] = train.device;
   j["train"] = tr;
   return nlohmann::json(j);
 }
@@ -80,6 +89,32 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
     c.data.seq_len = f.get<int64_t>("seq_len", c.data.seq_len);
     f.check(c.data.seq_len >= 2, "seq_len", c.data.seq_len, "must be >= 2");
     c.data.separator = f.get<std::string>("separator", c.data.separator);
+    if (f.has("passkey")) {
+      auto g = f.sub("passkey");
+      auto& p = c.data.passkey;
+      p.fraction = g.get<double>("fraction", p.fraction);
+      g.check(p.fraction >= 0 && p.fraction <= 1, "fraction", p.fraction, "must be in [0, 1]");
+      p.min_length = g.get<int64_t>("min_length", p.min_length);
+      g.check(p.min_length >= 1, "min_length", p.min_length, "must be >= 1");
+      p.max_length = g.get<int64_t>("max_length", c.data.seq_len - 16);
+      g.check(p.max_length >= p.min_length && p.max_length <= c.data.seq_len - 8, "max_length", p.max_length,
+              "must be in [min_length, seq_len - 8] (the answer must fit in the sequence)");
+      p.curriculum_steps = g.get<int64_t>("curriculum_steps", p.curriculum_steps);
+      g.check(p.curriculum_steps >= 0, "curriculum_steps", p.curriculum_steps, "must be >= 0");
+      p.key_min = g.get<int64_t>("key_min", p.key_min);
+      g.check(p.key_min >= 0, "key_min", p.key_min, "must be >= 0");
+      p.key_max = g.get<int64_t>("key_max", p.key_max);
+      g.check(p.key_max >= p.key_min && p.key_max < 1000000000000LL, "key_max", p.key_max,
+              "must be in [key_min, 1e12)");
+      p.answer_weight = g.get<double>("answer_weight", p.answer_weight);
+      g.check(p.answer_weight > 0, "answer_weight", p.answer_weight, "must be > 0");
+      p.prompt_loss = g.get<bool>("prompt_loss", p.prompt_loss);
+      p.eval_lengths = g.get<std::vector<int64_t>>("eval_lengths", {p.max_length});
+      for (auto L : p.eval_lengths) g.check(L >= 1, "eval_lengths", L, "must be >= 1");
+      p.eval_samples = g.get<int64_t>("eval_samples", p.eval_samples);
+      g.check(p.eval_samples >= 0, "eval_samples", p.eval_samples, "must be >= 0 (0 = no passkey evaluation)");
+      g.done();
+    }
     f.done();
   }
   {
@@ -118,6 +153,8 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
     t.log_every = f.get<int64_t>("log_every", t.log_every);
     f.check(t.log_every >= 1, "log_every", t.log_every, "must be >= 1");
     t.seed = f.get<uint64_t>("seed", t.seed);
+    t.device = f.get<std::string>("device", t.device);
+    f.check(t.device == "cpu" || t.device == "cuda", "device", t.device, "must be \"cpu\" or \"cuda\"");
     auto groups = f.raw("param_groups");
     if (!groups.is_null()) {
       LCX_CHECK(groups.is_array(), where, ": field 'train.param_groups' must be an array");

@@ -15,12 +15,29 @@ struct TokenizerConfig {
   int64_t vocab_size = 0;     // sentencepiece training: vocabulary size
 };
 
+// Passkey prompts mixed into training (MECHANISMS.md section 4): each row is, with probability
+// `fraction`, a prompt of length in [min_length, L(step)] followed by its answer " {key}." and
+// ordinary text; L grows linearly from min_length to max_length over curriculum_steps, so the
+// key moves further from the question as training goes on. The other rows are plain text.
+struct PasskeyMixConfig {
+  double fraction = 0;          // 0 = off
+  int64_t min_length = 256;     // tokens
+  int64_t max_length = 0;       // 0 = seq_len - 16
+  int64_t curriculum_steps = 0; // 0 = max_length from the start
+  int64_t key_min = 10000, key_max = 99999;
+  double answer_weight = 1.0;   // loss weight of each answer token (other tokens weigh 1)
+  bool prompt_loss = true;      // LM loss on the prompt (the first key's tokens always weigh 0)
+  std::vector<int64_t> eval_lengths;  // passkey accuracy at each evaluation (default: max_length)
+  int64_t eval_samples = 4;     // per (length, depth); depths 0, 50, 100
+};
+
 struct DataConfig {
   std::vector<std::string> train = {"sotu"};  // corpora (text/corpus.h); split by document
   int64_t val_docs = 12;                      // documents of the first corpus held out
   uint64_t split_seed = 1234;
   int64_t seq_len = 256;
   std::string separator = "\n\n";             // between documents in the token stream
+  PasskeyMixConfig passkey;
 };
 
 struct ParamGroupRule {
@@ -46,6 +63,7 @@ struct TrainConfig {
   int64_t log_every = 10;
   uint64_t seed = 0;
   std::vector<ParamGroupRule> param_groups;
+  std::string device = "cpu";  // cpu | cuda
 };
 
 struct RunConfig {

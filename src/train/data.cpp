@@ -1,6 +1,9 @@
 #include "train/data.h"
 
+#include <random>
 #include <set>
+
+#include "util/error.h"
 
 namespace longctx {
 
@@ -40,6 +43,61 @@ RunData prepare_data(const DataConfig& d, const Tokenizer& tok) {
   r.train = tokenize_documents(tr, tok, d.separator);
   r.val = tokenize_documents(va, tok, d.separator);
   return r;
+}
+
+
+TrainBatches::TrainBatches(const DataConfig& d, const TokenStream& train, const Tokenizer& tok, int64_t batch,
+                           uint64_t seed)
+    : d_(d), s_(train), text_(train, batch, d.seq_len, seed), pk_(tok), newline_(tok.encode("\n")), b_(batch),
+      seed_(seed) {
+  if (d_.passkey.fraction > 0) {
+    int64_t fixed = pk_.fixed_tokens(d_.passkey.key_max);
+    LCX_CHECK(d_.passkey.max_length >= fixed, "data.passkey.max_length ", d_.passkey.max_length,
+              " is shorter than a passkey prompt without noise (", fixed, " tokens)");
+  }
+}
+
+int64_t TrainBatches::max_prompt_length(int64_t step) const {
+  const auto& p = d_.passkey;
+  if (p.curriculum_steps <= 0 || step >= p.curriculum_steps) return p.max_length;
+  return p.min_length + (p.max_length - p.min_length) * step / p.curriculum_steps;
+}
+
+Batch TrainBatches::get(int64_t step, int64_t micro) const {
+  auto [x, y] = text_.get(step, micro);
+  const auto& p = d_.passkey;
+  if (p.fraction <= 0) return {x, y, {}};
+  const int64_t T = d_.seq_len;
+  auto w = torch::ones({b_, T}, torch::kFloat32);
+  auto xa = x.accessor<int64_t, 2>(), ya = y.accessor<int64_t, 2>();
+  auto wa = w.accessor<float, 2>();
+  const int64_t hi = max_prompt_length(step);
+  for (int64_t b = 0; b < b_; ++b) {
+    std::mt19937_64 rng(mix_seed(seed_ ^ 0x7061737320ull, static_cast<uint64_t>(step), static_cast<uint64_t>(micro * b_ + b)));
+    if (std::uniform_real_distribution<double>(0, 1)(rng) >= p.fraction) continue;  // a text row
+    int64_t key = std::uniform_int_distribution<int64_t>(p.key_min, p.key_max)(rng);
+    double depth = std::uniform_real_distribution<double>(0, 1)(rng);
+    int64_t fixed = pk_.fixed_tokens(key);
+    int64_t lo = std::max(p.min_length, fixed);
+    int64_t len = std::uniform_int_distribution<int64_t>(lo, std::max(lo, hi))(rng);
+    auto prompt = pk_.make(len, depth, key);
+    // Row: prompt, answer, newline, then ordinary text from a random place.
+    std::vector<int64_t> row = pk_.all_tokens(prompt);
+    std::vector<float> wt(row.size(), p.prompt_loss ? 1.f : 0.f);
+    int64_t kb = int64_t(prompt.head.size()) + prompt.n_prefix;
+    for (int64_t i = kb + prompt.key_begin; i < kb + prompt.key_end; ++i) wt[i] = 0.f;  // unpredictable
+    for (auto t : pk_.answer(key)) row.push_back(t), wt.push_back(float(p.answer_weight));
+    for (auto t : newline_) row.push_back(t), wt.push_back(1.f);
+    uint64_t range = s_.tokens.size() - T - 1;
+    uint64_t off = rng() % (range + 1);
+    for (int64_t i = 0; int64_t(row.size()) < T + 1; ++i) row.push_back(s_.tokens[off + i]), wt.push_back(1.f);
+    for (int64_t t = 0; t < T; ++t) {
+      xa[b][t] = row[t];
+      ya[b][t] = row[t + 1];
+      wa[b][t] = wt[t + 1];
+    }
+  }
+  return {x, y, w};
 }
 
 }  // namespace longctx

@@ -4,9 +4,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <unistd.h>
 
+#include "eval/passkey.h"
 #include "io/fs.h"
 #include "model/pretrained.h"
 #include "train/data.h"
@@ -38,11 +40,12 @@ double evaluate(CausalLM& model, const std::vector<std::pair<torch::Tensor, torc
   model->eval();
   double sum = 0;
   int64_t n = 0;
+  auto dev = model->device();
   for (auto& [x, y] : batches) {
     auto st = model->new_state();
-    auto logits = model->forward(x, st);
+    auto logits = model->forward(x.to(dev), st);
     auto l = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, logits.size(-1)}), y.reshape({-1}),
+        logits.reshape({-1, logits.size(-1)}), y.to(dev).reshape({-1}),
         torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     sum += l.item<double>();
     n += y.numel();
@@ -70,6 +73,30 @@ void plot_log(const std::string& out) {
     if (j.is_discarded()) continue;
     if (j.contains("loss")) tr.points.push_back({j["step"].get<double>(), j["loss"].get<double>()});
     if (j.contains("val_loss")) va.points.push_back({j["step"].get<double>(), j["val_loss"].get<double>()});
+  }
+  // Mixer diagnostics (e.g. Infini-attention's gates): mean over heads per layer and name.
+  std::map<std::string, Series> diag;
+  f.clear();
+  f.seekg(0);
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("mixers")) continue;
+    for (auto& [name, vals] : j["mixers"].items()) {
+      double m = 0;
+      for (auto& v : vals) m += v.get<double>();
+      auto& sr = diag[name];
+      sr.label = name + " (mean over heads)";
+      sr.points.push_back({j["step"].get<double>(), m / std::max<size_t>(1, vals.size())});
+    }
+  }
+  if (!diag.empty()) {
+    std::vector<Series> v;
+    for (auto& [n, sr] : diag) v.push_back(sr);
+    PlotOptions g;
+    g.title = "mixer diagnostics: " + fs::path(out).filename().string();
+    g.xlabel = "step";
+    g.ylabel = "value (sigmoid of the memory gate)";
+    write_file_atomic(out + "/mixers.svg", svg_line_plot(v, g));
   }
   PlotOptions o;
   o.title = "training loss: " + fs::path(out).filename().string();
@@ -124,7 +151,12 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
             " is smaller than the tokenizer's ", tok->vocab_size());
 
   auto data = prepare_data(cfg.data, *tok);
-  BatchSampler sampler(data.train, t.batch_size, cfg.data.seq_len, t.seed);
+  TrainBatches sampler(cfg.data, data.train, *tok, t.batch_size, t.seed);
+  torch::Device device(torch::kCPU);
+  if (t.device == "cuda") {
+    LCX_CHECK(torch::cuda::is_available(), "train.device is \"cuda\" but this libtorch sees no CUDA device");
+    device = torch::Device(torch::kCUDA);
+  }
   // Periodic evaluations: eval_batches batches spread over the whole validation split. The last
   // step evaluates every window of the split.
   auto val_batches = sequential_batches(data.val, t.batch_size, cfg.data.seq_len, t.eval_batches);
@@ -138,6 +170,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
 
   torch::manual_seed(t.seed);
   CausalLM model(cfg.model);
+  model->to(device);
   model->train();
   auto groups = make_param_groups(named_weights(model), t);
   AdamW opt_(groups, t.beta1, t.beta2, t.eps);
@@ -207,10 +240,19 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     double lr = lr_at(t, step);
     double step_loss = 0;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
-      auto [x, y] = sampler.get(step, micro);
+      auto batch = sampler.get(step, micro);
       auto st = model->new_state();
-      auto logits = model->forward(x, st, /*training=*/true);
-      auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), y.reshape({-1}));
+      auto logits = model->forward(batch.x.to(device), st, /*training=*/true);
+      auto flat = logits.reshape({-1, logits.size(-1)});
+      torch::Tensor loss;
+      if (batch.w.defined()) {  // weighted: passkey answers weigh more, unpredictable keys nothing
+        auto w = batch.w.to(device).reshape({-1});
+        auto per = torch::nn::functional::cross_entropy(
+            flat, batch.y.to(device).reshape({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+        loss = (per * w).sum() / w.sum().clamp_min(1e-6);
+      } else {
+        loss = torch::nn::functional::cross_entropy(flat, batch.y.to(device).reshape({-1}));
+      }
       (loss / double(t.grad_accum)).backward();
       step_loss += loss.item<double>() / t.grad_accum;
     }
@@ -227,8 +269,16 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
       double now = now_seconds();
       double tps = loss_n * tokens_per_step / std::max(1e-9, now - t_log);
       res.tokens_per_s = tps;
-      log_line({{"step", done}, {"loss", loss_acc / loss_n}, {"lr", lr}, {"grad_norm", gnorm},
-                {"tokens_per_s", tps}, {"tokens", done * tokens_per_step}, {"elapsed_s", now - t_start}});
+      nlohmann::json line = {{"step", done},         {"loss", loss_acc / loss_n}, {"lr", lr},
+                             {"grad_norm", gnorm},   {"tokens_per_s", tps},       {"tokens", done * tokens_per_step},
+                             {"elapsed_s", now - t_start}};
+      nlohmann::json mix = nlohmann::json::object();  // per-layer mixer values (gates)
+      for (size_t i = 0; i < model->blocks.size(); ++i)
+        if (auto* m = model->blocks[i]->mixer())
+          for (auto& [name, vals] : m->diagnostics()) mix["layers." + std::to_string(i) + "." + name] = vals;
+      if (!mix.empty()) line["mixers"] = mix;
+      if (cfg.data.passkey.fraction > 0) line["passkey_max_length"] = sampler.max_prompt_length(step);
+      log_line(line);
       char buf[96];
       std::snprintf(buf, sizeof buf, "loss %.4f lr %.2e %.0f tok/s", loss_acc / loss_n, lr, tps);
       if (!opt.quiet) bar.update(done, buf);
@@ -241,7 +291,28 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
       double vl = evaluate(model, vb);
       res.val_loss = vl;
       res.val_bpb = vl / std::log(2.0) / bytes_per_token;
-      log_line({{"step", done}, {"val_loss", vl}, {"val_bpb", res.val_bpb}, {"val_tokens", count(vb)}});
+      nlohmann::json vline = {{"step", done}, {"val_loss", vl}, {"val_bpb", res.val_bpb}, {"val_tokens", count(vb)}};
+      const auto& pkc = cfg.data.passkey;
+      if (pkc.fraction > 0 && pkc.eval_samples > 0) {  // retrieval, not loss alone
+        PasskeyEvalOptions po;
+        po.lengths = pkc.eval_lengths;
+        po.depths = {0, 50, 100};
+        po.samples = pkc.eval_samples;
+        po.seed = 12345;
+        po.key_min = pkc.key_min, po.key_max = pkc.key_max;
+        auto cells = eval_passkey(model, *tok, po);
+        model->train();
+        nlohmann::json acc = nlohmann::json::object();
+        std::string msg;
+        for (auto& c : cells) {
+          acc[std::to_string(c.length) + "@" + std::to_string(int(c.depth))] = c.accuracy;
+          msg += " " + std::to_string(c.length) + "@" + std::to_string(int(c.depth)) + "%=" +
+                 std::to_string(int(std::lround(100 * c.accuracy))) + "%";
+        }
+        vline["passkey"] = acc;
+        if (!opt.quiet) std::fprintf(stderr, "step %lld: passkey%s\n", (long long)done, msg.c_str());
+      }
+      log_line(vline);
       if (!opt.quiet)
         std::fprintf(stderr, "%sstep %lld: validation loss %.4f, %.4f bits per byte\n", isatty(2) ? "\n" : "",
                      (long long)done, vl, res.val_bpb);

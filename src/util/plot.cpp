@@ -80,4 +80,45 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
   return s.str();
 }
 
+
+std::string svg_heatmap(const std::vector<std::string>& rows, const std::vector<std::string>& cols,
+                        const std::vector<std::vector<double>>& values, const PlotOptions& o) {
+  const int L = 90, T = 40, R = 20, Bm = 60;
+  const int cw = std::max(60, (o.width - L - R) / std::max<int>(1, int(cols.size())));
+  const int ch = 34;
+  const int W = L + R + cw * int(cols.size()), H = T + Bm + ch * int(rows.size());
+  std::ostringstream s;
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+    << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  s << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << esc(o.title) << "</text>\n";
+  for (size_t r = 0; r < rows.size(); ++r) {
+    int y = T + int(r) * ch;
+    s << "<text x=\"" << L - 8 << "\" y=\"" << y + ch / 2 + 4 << "\" text-anchor=\"end\">" << esc(rows[r]) << "</text>\n";
+    for (size_t c = 0; c < cols.size(); ++c) {
+      double v = (r < values.size() && c < values[r].size()) ? values[r][c] : std::nan("");
+      int x = L + int(c) * cw;
+      char fill[32], label[32];
+      if (std::isnan(v)) {
+        std::snprintf(fill, sizeof fill, "#cccccc");
+        std::snprintf(label, sizeof label, "n/a");
+      } else {
+        double t = std::clamp(v, 0.0, 1.0);
+        std::snprintf(fill, sizeof fill, "rgb(%d,%d,%d)", int(215 - 180 * t), int(48 + 140 * t), int(39 + 40 * t));
+        std::snprintf(label, sizeof label, "%.0f%%", 100 * v);
+      }
+      s << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cw - 2 << "\" height=\"" << ch - 2 << "\" fill=\""
+        << fill << "\"/>\n<text x=\"" << x + cw / 2 << "\" y=\"" << y + ch / 2 + 4
+        << "\" text-anchor=\"middle\" fill=\"white\">" << label << "</text>\n";
+    }
+  }
+  int yb = T + ch * int(rows.size());
+  for (size_t c = 0; c < cols.size(); ++c)
+    s << "<text x=\"" << L + int(c) * cw + cw / 2 << "\" y=\"" << yb + 16 << "\" text-anchor=\"middle\">" << esc(cols[c])
+      << "</text>\n";
+  s << "<text x=\"" << L + (W - L - R) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">" << esc(o.xlabel)
+    << "</text>\n<text x=\"16\" y=\"" << T + ch * int(rows.size()) / 2 << "\" text-anchor=\"middle\" transform=\"rotate(-90 16,"
+    << T + ch * int(rows.size()) / 2 << ")\">" << esc(o.ylabel) << "</text>\n</svg>\n";
+  return s.str();
+}
+
 }  // namespace longctx

@@ -19,4 +19,9 @@ struct PlotOptions {
 
 std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& o);
 
+// A heatmap of values in [0, 1] (red 0 .. green 1), each cell labelled in percent; NaN cells
+// are grey and labelled "n/a". values[r][c] for row label r, column label c.
+std::string svg_heatmap(const std::vector<std::string>& rows, const std::vector<std::string>& cols,
+                        const std::vector<std::vector<double>>& values, const PlotOptions& o);
+
 }  // namespace longctx

@@ -59,6 +59,25 @@ static int64_t status_kb(const char* key) {
 int64_t peak_rss_bytes() { return status_kb("VmHWM") * 1024; }
 int64_t current_rss_bytes() { return status_kb("VmRSS") * 1024; }
 
+bool reset_peak_rss() {
+  FILE* f = std::fopen("/proc/self/clear_refs", "w");
+  if (!f) return false;
+  bool ok = std::fputs("5", f) >= 0;
+  ok = (std::fclose(f) == 0) && ok;
+  return ok;
+}
+
+int64_t available_memory_bytes() {
+  FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  long long kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
+}
+
 std::string human_bytes(double b) {
   const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int i = 0;

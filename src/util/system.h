@@ -16,6 +16,11 @@ std::string blas_warning();
 
 int64_t peak_rss_bytes();     // VmHWM of this process
 int64_t current_rss_bytes();  // VmRSS of this process
+// Resets VmHWM to the current RSS (Linux /proc/self/clear_refs "5"), so the peak of one phase
+// can be read on its own. Returns false where the kernel refuses.
+bool reset_peak_rss();
+// MemAvailable of the machine (bytes), 0 when unknown.
+int64_t available_memory_bytes();
 std::string human_bytes(double bytes);
 
 double now_seconds();

@@ -1,0 +1,267 @@
+#include "eval/passkey.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "text/corpus.h"
+#include "text/passkey.h"
+#include "util/error.h"
+#include "util/plot.h"
+#include "util/system.h"
+
+namespace longctx {
+
+nlohmann::json PasskeyCell::to_json() const {
+  return {{"length", length},          {"depth", depth},       {"samples", samples},
+          {"correct", correct},        {"accuracy", accuracy}, {"seconds", seconds},
+          {"peak_rss_bytes", peak_rss_bytes}, {"state_bytes", state_bytes}, {"status", status}};
+}
+
+namespace {
+
+// Feeds rows [G, n] (given as one vector per row, or one shared row) in chunks; returns the
+// logits after the last token, [G, V].
+struct Feeder {
+  CausalLM& model;
+  int64_t chunk;
+  torch::Tensor feed_shared(ModelState& st, const PasskeyBuilder& pk, const PasskeyPrompt& p, int64_t from,
+                            int64_t n, int64_t G) {
+    torch::Tensor last;
+    std::vector<int64_t> buf;
+    for (int64_t i = 0; i < n; i += chunk) {
+      int64_t c = std::min(chunk, n - i);
+      buf.clear();
+      pk.tokens(p, from + i, c, buf);
+      auto t = torch::tensor(buf, torch::kInt64).view({1, c}).expand({G, c}).contiguous();
+      last = step(st, t);
+    }
+    return last;
+  }
+  torch::Tensor step(ModelState& st, const torch::Tensor& tokens) {
+    auto h = model->hidden(tokens.to(model->device()), st);
+    return model->logits(h.select(1, h.size(1) - 1)).to(torch::kCPU, torch::kFloat32);
+  }
+};
+
+bool finished(const std::string& s) {
+  size_t i = s.find_first_of("0123456789");
+  if (i == std::string::npos) return false;
+  return s.find_first_not_of("0123456789", i) != std::string::npos;
+}
+
+}  // namespace
+
+std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, const PasskeyEvalOptions& o) {
+  torch::NoGradGuard ng;
+  model->eval();
+  LCX_CHECK(o.samples >= 1, "passkey: --samples must be >= 1");
+  LCX_CHECK(o.key_min >= 0 && o.key_max >= o.key_min, "passkey: key range [", o.key_min, ", ", o.key_max, "] is empty");
+  PasskeyBuilder pk(tok);
+  const int64_t max_new = o.max_new_tokens > 0 ? o.max_new_tokens : int64_t(std::to_string(o.key_max).size()) + 4;
+  auto log = [&](const std::string& s) {
+    if (o.log) o.log(s);
+  };
+  Feeder fd{model, std::max<int64_t>(1, o.chunk)};
+  const bool bounded = model->state_bounded();
+  int64_t budget = o.memory_budget > 0 ? o.memory_budget : int64_t(0.8 * double(available_memory_bytes()));
+  // A growing state's bytes per token, measured (not assumed) on a short probe.
+  double bytes_per_token = 0;
+  if (!bounded) {
+    auto st = model->new_state();
+    auto probe = pk.make(pk.fixed_tokens(o.key_max) + 64, 0.5, o.key_max);
+    fd.feed_shared(st, pk, probe, 0, probe.length(), 1);
+    bytes_per_token = double(st.bytes()) / double(probe.length());
+  }
+
+  std::vector<PasskeyCell> cells;
+  for (int64_t L : o.lengths) {
+    std::vector<double> depths = o.depths;
+    std::sort(depths.begin(), depths.end());
+    ModelState prefix = model->new_state();
+    int64_t prefix_pos = 0;
+    for (double depth : depths) {
+      LCX_CHECK(depth >= 0 && depth <= 100, "passkey: depth ", depth, " must be in [0, 100] (percent)");
+      PasskeyCell cell;
+      cell.length = L, cell.depth = depth, cell.samples = o.samples;
+      reset_peak_rss();
+      double t0 = now_seconds();
+      // Keys and prompts; samples grouped by prompt layout (equal for byte tokens).
+      std::vector<PasskeyPrompt> prompts;
+      for (int64_t i = 0; i < o.samples; ++i) {
+        std::mt19937_64 rng(mix_seed(o.seed, static_cast<uint64_t>(L), static_cast<uint64_t>(depth * 1000) * 1000003ull + i));
+        int64_t key = std::uniform_int_distribution<int64_t>(o.key_min, o.key_max)(rng);
+        prompts.push_back(pk.make(L, depth / 100.0, key));
+      }
+      int64_t G = o.samples;
+      if (!bounded) {
+        double need = bytes_per_token * double(L);
+        int64_t fit = need > 0 ? int64_t(double(budget) / need) - 1 : G;  // -1: the shared prefix
+        if (fit < 1) {
+          char buf[256];
+          std::snprintf(buf, sizeof buf,
+                        "skipped: the state grows %.0f bytes per token and would need %s at %lld tokens; the budget "
+                        "is %s (80%% of available memory)",
+                        bytes_per_token, human_bytes(need).c_str(), (long long)L, human_bytes(double(budget)).c_str());
+          cell.status = buf;
+          cell.seconds = now_seconds() - t0;
+          log("length " + std::to_string(L) + " depth " + std::to_string(int(depth)) + ": " + cell.status);
+          cells.push_back(cell);
+          continue;
+        }
+        G = std::min(G, fit);
+      }
+      std::vector<size_t> order(prompts.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return std::make_pair(prompts[a].n_prefix, prompts[a].info.size()) <
+               std::make_pair(prompts[b].n_prefix, prompts[b].info.size());
+      });
+      for (size_t g0 = 0; g0 < order.size();) {
+        // A group: same prefix length and info length, at most G samples.
+        size_t g1 = g0 + 1;
+        const auto& p0 = prompts[order[g0]];
+        while (g1 < order.size() && int64_t(g1 - g0) < G && prompts[order[g1]].n_prefix == p0.n_prefix &&
+               prompts[order[g1]].info.size() == p0.info.size())
+          ++g1;
+        const int64_t n = int64_t(g1 - g0);
+        // The shared prefix (task + noise), extended from the previous depth when possible.
+        const int64_t pre = int64_t(p0.head.size()) + p0.n_prefix;
+        if (pre < prefix_pos) prefix = model->new_state(), prefix_pos = 0;
+        if (pre > prefix_pos) fd.feed_shared(prefix, pk, p0, prefix_pos, pre - prefix_pos, 1);
+        prefix_pos = pre;
+        ModelState st = prefix.clone();
+        st.expand_batch(n);
+        // Info (per sample), the rest of the noise and the question (shared).
+        std::vector<int64_t> info;
+        for (size_t i = g0; i < g1; ++i) {
+          const auto& v = prompts[order[i]].info;
+          info.insert(info.end(), v.begin(), v.end());
+        }
+        auto logits = fd.step(st, torch::tensor(info, torch::kInt64).view({n, int64_t(p0.info.size())}));
+        int64_t rest = p0.length() - pre - int64_t(p0.info.size());
+        if (rest > 0) logits = fd.feed_shared(st, pk, p0, pre + int64_t(p0.info.size()), rest, n);
+        cell.state_bytes = st.bytes() / n;
+        // Greedy generation for the whole group.
+        std::vector<std::vector<int64_t>> gen(n);
+        std::vector<std::string> text(n);
+        for (int64_t s = 0; s < max_new; ++s) {
+          auto next = logits.argmax(-1);
+          bool all_done = true;
+          for (int64_t i = 0; i < n; ++i) {
+            gen[i].push_back(next[i].item<int64_t>());
+            text[i] = tok.decode(gen[i]);
+            all_done = all_done && finished(text[i]);
+          }
+          if (all_done || s + 1 == max_new) break;
+          logits = fd.step(st, next.view({n, 1}));
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          const auto& p = prompts[order[g0 + i]];
+          int64_t got = first_integer(text[i]);
+          bool ok = got == p.key;
+          cell.correct += ok;
+          if (o.on_sample)
+            o.on_sample({{"length", L},
+                         {"depth", depth},
+                         {"sample", int64_t(order[g0 + i])},
+                         {"key", p.key},
+                         {"info_position", int64_t(p.head.size()) + p.n_prefix},
+                         {"generated", text[i]},
+                         {"predicted", got},
+                         {"correct", ok}});
+        }
+        g0 = g1;
+      }
+      cell.accuracy = double(cell.correct) / double(cell.samples);
+      cell.seconds = now_seconds() - t0;
+      cell.peak_rss_bytes = peak_rss_bytes();
+      char buf[200];
+      std::snprintf(buf, sizeof buf, "length %lld depth %g%%: %lld/%lld correct, %.1f s, peak RSS %s, state %s",
+                    (long long)L, depth, (long long)cell.correct, (long long)cell.samples, cell.seconds,
+                    human_bytes(double(cell.peak_rss_bytes)).c_str(), human_bytes(double(cell.state_bytes)).c_str());
+      log(buf);
+      cells.push_back(cell);
+    }
+  }
+  return cells;
+}
+
+namespace {
+std::string length_label(int64_t L) {
+  if (L >= 1048576 && L % 1048576 == 0) return std::to_string(L / 1048576) + "M";
+  if (L >= 1024 && L % 1024 == 0) return std::to_string(L / 1024) + "K";
+  return std::to_string(L);
+}
+}  // namespace
+
+std::string passkey_table(const std::vector<PasskeyCell>& cells) {
+  std::vector<int64_t> lengths;
+  std::vector<double> depths;
+  for (auto& c : cells) {
+    if (std::find(lengths.begin(), lengths.end(), c.length) == lengths.end()) lengths.push_back(c.length);
+    if (std::find(depths.begin(), depths.end(), c.depth) == depths.end()) depths.push_back(c.depth);
+  }
+  std::sort(depths.begin(), depths.end());
+  std::ostringstream s;
+  s << "| length |";
+  for (double d : depths) s << " depth " << d << "% |";
+  s << " seconds | peak RSS | state |\n|---|";
+  for (size_t i = 0; i < depths.size(); ++i) s << "---|";
+  s << "---|---|---|\n";
+  for (int64_t L : lengths) {
+    s << "| " << L << " |";
+    double secs = 0;
+    int64_t rss = 0, state = 0;
+    for (double d : depths) {
+      auto it = std::find_if(cells.begin(), cells.end(), [&](auto& c) { return c.length == L && c.depth == d; });
+      if (it == cells.end() || it->status != "ok") {
+        s << " n/a |";
+      } else {
+        char b[32];
+        std::snprintf(b, sizeof b, " %.0f%% |", 100 * it->accuracy);
+        s << b;
+      }
+      if (it != cells.end()) secs += it->seconds, rss = std::max(rss, it->peak_rss_bytes), state = std::max(state, it->state_bytes);
+    }
+    char b[128];
+    std::snprintf(b, sizeof b, " %.1f | %s | %s |\n", secs, rss ? human_bytes(double(rss)).c_str() : "n/a",
+                  state ? human_bytes(double(state)).c_str() : "n/a");
+    s << b;
+  }
+  return s.str();
+}
+
+std::string passkey_heatmap_svg(const std::vector<PasskeyCell>& cells, const std::string& title) {
+  std::vector<int64_t> lengths;
+  std::vector<double> depths;
+  for (auto& c : cells) {
+    if (std::find(lengths.begin(), lengths.end(), c.length) == lengths.end()) lengths.push_back(c.length);
+    if (std::find(depths.begin(), depths.end(), c.depth) == depths.end()) depths.push_back(c.depth);
+  }
+  std::sort(lengths.begin(), lengths.end());
+  std::sort(depths.begin(), depths.end());
+  std::vector<std::string> rows, cols;
+  for (double d : depths) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g%%", d);
+    rows.push_back(b);
+  }
+  for (auto L : lengths) cols.push_back(length_label(L));
+  std::vector<std::vector<double>> v(depths.size(), std::vector<double>(lengths.size(), std::nan("")));
+  for (auto& c : cells) {
+    if (c.status != "ok") continue;
+    size_t r = std::find(depths.begin(), depths.end(), c.depth) - depths.begin();
+    size_t k = std::find(lengths.begin(), lengths.end(), c.length) - lengths.begin();
+    v[r][k] = c.accuracy;
+  }
+  PlotOptions po;
+  po.title = title;
+  po.xlabel = "prompt length (tokens)";
+  po.ylabel = "depth of the key";
+  return svg_heatmap(rows, cols, v, po);
+}
+
+}  // namespace longctx

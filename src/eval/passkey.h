@@ -1,0 +1,50 @@
+// Passkey retrieval (MECHANISMS.md section 4) at any length, in bounded memory when the model's
+// state is bounded. For each (length, depth) cell, `samples` prompts with random keys share the
+// prompt up to the info (computed once, at batch 1, and extended from one depth to the next),
+// then run as one batch through the info, the rest of the noise and the question, and generate
+// greedily. Score: the first integer of the generation equals the key.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/lm.h"
+#include "text/tokenizer.h"
+
+namespace longctx {
+
+struct PasskeyEvalOptions {
+  std::vector<int64_t> lengths = {4096};
+  std::vector<double> depths = {0, 25, 50, 75, 100};  // percent
+  int64_t samples = 20;
+  uint64_t seed = 0;
+  int64_t chunk = 2048;          // tokens per forward call (any value gives the same result)
+  int64_t max_new_tokens = 0;    // 0: digits of key_max + 4
+  int64_t key_min = 10000, key_max = 99999;
+  int64_t memory_budget = 0;     // bytes a growing state may take; 0 = 80% of MemAvailable
+  std::function<void(const std::string&)> log;            // progress lines (may be empty)
+  std::function<void(const nlohmann::json&)> on_sample;   // one record per sample (may be empty)
+};
+
+struct PasskeyCell {
+  int64_t length = 0;
+  double depth = 0;  // percent
+  int64_t samples = 0, correct = 0;
+  double accuracy = 0, seconds = 0;
+  int64_t peak_rss_bytes = 0;  // this cell's peak (VmHWM reset at its start where Linux allows)
+  int64_t state_bytes = 0;     // one stream's state after the prompt
+  std::string status = "ok";   // "ok", or why the cell was not run
+  nlohmann::json to_json() const;
+};
+
+std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, const PasskeyEvalOptions& o);
+
+// The summary table printed by the CLI: one row per length, one column per depth, plus time,
+// peak RSS and state bytes per length.
+std::string passkey_table(const std::vector<PasskeyCell>& cells);
+// The length x depth heatmap.
+std::string passkey_heatmap_svg(const std::vector<PasskeyCell>& cells, const std::string& title);
+
+}  // namespace longctx

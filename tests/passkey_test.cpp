@@ -1,0 +1,157 @@
+// The passkey prompt (exact text of MECHANISMS.md section 4), its evaluation and its training rows.
+#include <random>
+#include <set>
+
+#include "eval/passkey.h"
+#include "test_util.h"
+#include "text/passkey.h"
+#include "train/data.h"
+
+using namespace longctx;
+using namespace longctx::testing;
+
+namespace {
+std::string noise_joined(size_t chars) {
+  std::string s;
+  while (s.size() < chars + 200) s += std::string(PasskeyText::noise) + " ";
+  return s;
+}
+}  // namespace
+
+TEST(Passkey, PromptIsTheReferenceTextAtExactLengthAndDepth) {
+  ByteTokenizer tok;
+  PasskeyBuilder pk(tok);
+  for (int64_t L : {300, 1000, 4096}) {
+    for (double depth : {0.0, 0.25, 0.5, 1.0}) {
+      auto p = pk.make(L, depth, 42817);
+      ASSERT_EQ(p.length(), L);
+      auto toks = pk.all_tokens(p);
+      ASSERT_EQ(int64_t(toks.size()), L);
+      std::string text = tok.decode(toks);
+      // join("\n", [task, noise_prefix, info, noise_suffix, ask]), noise cut from the joined noise.
+      std::string joined = noise_joined(L);
+      std::string expect = std::string(PasskeyText::task) + "\n" + joined.substr(0, p.n_prefix) + "\n" +
+                           PasskeyText::info(42817) + "\n" + joined.substr(0, p.n_suffix) + "\n" + PasskeyText::ask;
+      EXPECT_EQ(text, expect) << L << " " << depth;
+      int64_t noise = p.n_prefix + p.n_suffix;
+      EXPECT_NEAR(double(p.n_prefix), depth * noise, 0.5);
+    }
+  }
+  EXPECT_EQ(PasskeyText::info(7), "The pass key is 7. Remember it. 7 is the pass key.");
+  // Any range of tokens equals the slice of the whole prompt (how 1M-token prompts are streamed).
+  auto p = pk.make(3000, 0.4, 123);
+  auto all = pk.all_tokens(p);
+  std::mt19937 rng(1);
+  for (int i = 0; i < 50; ++i) {
+    int64_t a = rng() % 3000, n = rng() % (3000 - a);
+    std::vector<int64_t> part;
+    pk.tokens(p, a, n, part);
+    ASSERT_EQ(part, std::vector<int64_t>(all.begin() + a, all.begin() + a + n));
+  }
+  expect_error([&] { pk.make(50, 0.5, 1); }, {"length 50", "shorter"});
+}
+
+TEST(Passkey, ScoreReadsTheFirstInteger) {
+  EXPECT_EQ(first_integer(" 42817. Remember"), 42817);
+  EXPECT_EQ(first_integer("abc 12 34"), 12);
+  EXPECT_EQ(first_integer("no digits"), -1);
+  EXPECT_EQ(first_integer(""), -1);
+}
+
+TEST(Passkey, EvaluationWritesEveryCellAndDoesNotDependOnChunking) {
+  torch::manual_seed(1);
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.d_ff = 64;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segment": 64})");
+  CausalLM m(c);
+  ByteTokenizer tok;
+  PasskeyEvalOptions o;
+  o.lengths = {400, 700};
+  o.depths = {0, 50, 100};
+  o.samples = 3;
+  o.seed = 9;
+  std::vector<nlohmann::json> recs;
+  o.on_sample = [&](const nlohmann::json& j) { recs.push_back(j); };
+  o.chunk = 128;
+  auto a = eval_passkey(m, tok, o);
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(recs.size(), 18u);
+  for (auto& cell : a) {
+    EXPECT_EQ(cell.status, "ok");
+    EXPECT_EQ(cell.samples, 3);
+    EXPECT_GT(cell.state_bytes, 0);
+    EXPECT_GT(cell.peak_rss_bytes, 0);
+    auto j = cell.to_json();
+    for (auto k : {"length", "depth", "samples", "accuracy", "seconds", "peak_rss_bytes"}) EXPECT_TRUE(j.contains(k)) << k;
+  }
+  auto gen_a = recs;
+  recs.clear();
+  o.chunk = 37;  // a different split of every prompt: same generations
+  eval_passkey(m, tok, o);
+  for (size_t i = 0; i < recs.size(); ++i) EXPECT_EQ(recs[i]["generated"], gen_a[i]["generated"]) << i;
+  // Keys come from the seed: another seed, other keys.
+  std::set<int64_t> k1, k2;
+  for (auto& r : gen_a) k1.insert(r["key"].get<int64_t>());
+  recs.clear();
+  o.seed = 10;
+  eval_passkey(m, tok, o);
+  for (auto& r : recs) k2.insert(r["key"].get<int64_t>());
+  EXPECT_NE(k1, k2);
+  EXPECT_NE(passkey_heatmap_svg(a, "t").find("<svg"), std::string::npos);
+  EXPECT_NE(passkey_table(a).find("| 700 |"), std::string::npos);
+}
+
+TEST(Passkey, GrowingStateBeyondTheBudgetIsSkippedWithAReason) {
+  torch::manual_seed(2);
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 1, c.n_heads = 4, c.d_ff = 64;  // full attention
+  CausalLM m(c);
+  ByteTokenizer tok;
+  PasskeyEvalOptions o;
+  o.lengths = {300, 1 << 20};
+  o.depths = {50};
+  o.samples = 2;
+  o.memory_budget = 64 << 20;  // 64 MiB: 1M tokens of KV cache do not fit
+  auto cells = eval_passkey(m, tok, o);
+  ASSERT_EQ(cells.size(), 2u);
+  EXPECT_EQ(cells[0].status, "ok");
+  EXPECT_NE(cells[1].status.find("skipped"), std::string::npos);
+  EXPECT_NE(cells[1].status.find("budget"), std::string::npos);
+}
+
+TEST(Passkey, TrainingRowsMaskTheKeyWeighTheAnswerAndFollowTheCurriculum) {
+  ByteTokenizer tok;
+  TokenStream text;
+  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
+  text.bytes = 20000;
+  DataConfig d;
+  d.seq_len = 512;
+  d.passkey.fraction = 1.0;
+  d.passkey.min_length = 120;
+  d.passkey.max_length = 500;
+  d.passkey.curriculum_steps = 100;
+  d.passkey.answer_weight = 50;
+  TrainBatches tb(d, text, tok, 4, 7);
+  EXPECT_EQ(tb.max_prompt_length(0), 120);
+  EXPECT_EQ(tb.max_prompt_length(50), 310);
+  EXPECT_EQ(tb.max_prompt_length(1000), 500);
+  auto b = tb.get(60, 0);
+  auto again = tb.get(60, 0);
+  EXPECT_TRUE(torch::equal(b.x, again.x)) << "a batch depends only on (seed, step, micro)";
+  for (int64_t r = 0; r < 4; ++r) {
+    std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 512);
+    std::string s = tok.decode(row);
+    auto at = s.find(PasskeyText::ask);
+    ASSERT_NE(at, std::string::npos) << s;
+    EXPECT_LE(int64_t(at + std::string(PasskeyText::ask).size()), tb.max_prompt_length(60));
+    int64_t key = first_integer(s.substr(s.find("The pass key is ")));
+    std::string answer = " " + std::to_string(key) + ".";
+    EXPECT_EQ(s.substr(at + std::string(PasskeyText::ask).size(), answer.size()), answer);
+    // Targets: the answer weighs answer_weight, the first key's digits weigh 0.
+    int64_t ans0 = int64_t(at + std::string(PasskeyText::ask).size());  // x index of the answer's first token
+    for (size_t i = 0; i < answer.size(); ++i) EXPECT_EQ(b.w[r][ans0 - 1 + i].item<float>(), 50.f);
+    int64_t k0 = int64_t(s.find("The pass key is ") + 16);
+    for (int64_t i = 0; i < 5; ++i) EXPECT_EQ(b.w[r][k0 - 1 + i].item<float>(), 0.f);
+    EXPECT_EQ(b.w[r][k0 + 5].item<float>(), 1.f);
+  }
+}
