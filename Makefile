@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli test demo bench clean recipe-tiny
+.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey
 
 all: build
 
@@ -40,6 +40,18 @@ recipe-tiny: data build-cli
 	$(LONGCTX) train --config configs/transformer-tiny.json --out runs/recipe-tiny --steps $(RECIPE_TINY_STEPS) \
 	  --set train.eval_every=500 --set train.checkpoint_every=500
 	$(LONGCTX) export --model runs/recipe-tiny --out models/transformer-tiny --dtype F16
+
+# Infini-attention trained for passkey retrieval on inputs of at most 2K tokens (curriculum over
+# the key's distance, mixed with ordinary text), then scored from 4K to 1M tokens. Resumes an
+# interrupted run. The checked-in models/infini-passkey came from this recipe.
+RECIPE_INFINI_STEPS ?= 2000
+PASSKEY_SEED ?= 1
+recipe-infini-passkey: data build-cli
+	if ls runs/infini-passkey/checkpoint-* >/dev/null 2>&1; then resume=--resume; else resume=; fi; \
+	$(LONGCTX) train --config configs/infini-passkey.json --out runs/infini-passkey --steps $(RECIPE_INFINI_STEPS) $$resume
+	$(LONGCTX) export --model runs/infini-passkey --out models/infini-passkey --dtype F16
+	$(LONGCTX) eval passkey --model models/infini-passkey --lengths 4096,32768,262144,1048576 \
+	  --depths 0,25,50,75,100 --samples 20 --seed $(PASSKEY_SEED) --out runs/infini-passkey/passkey
 
 clean:
 	rm -rf $(BUILD)

@@ -166,6 +166,7 @@ int main(int argc, char** argv) {
 
   try {
     int n = set_threads(threads);
+    tune_allocator();
     auto warn = blas_warning();
     if (!warn.empty()) std::fprintf(stderr, "%s\n", warn.c_str());
 

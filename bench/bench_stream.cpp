@@ -48,6 +48,7 @@ Row run(const ModelConfig& c, const std::string& model_dir, int64_t len, int64_t
 
 int main(int argc, char** argv) {
   int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
+  tune_allocator();
   std::string model_dir = bench::flag(argc, argv, "model", "");
   ModelConfig base;
   // The parent runs no tensor code before forking (a forked child must not inherit a started

@@ -36,4 +36,11 @@ if [ -f models/transformer-tiny/model.safetensors ]; then
   $LONGCTX generate --model models/transformer-tiny --prompt "Fellow citizens" --max-tokens 300 --temperature 0.8 --top-p 0.95 --seed 1 \
     --set 'model.mixer={"type":"sliding_window","window":128}'
 fi
+if [ -f models/infini-passkey/model.safetensors ]; then
+  section "Infini-attention (checked-in models/infini-passkey, trained on prompts of at most 2K tokens): passkey retrieval from 4K to 1M tokens"
+  echo "Each row is one prompt length; the memory per stream (state) and the process's peak RSS stay flat."
+  $LONGCTX eval passkey --model models/infini-passkey --lengths 4096,32768,262144,1048576 --depths ${DEMO_PASSKEY_DEPTHS:-0,50,100} \
+    --samples ${DEMO_PASSKEY_SAMPLES:-3} --seed "${DEMO_PASSKEY_SEED:-$RANDOM}" --out "$RUN/passkey"
+  echo "heatmap: $RUN/passkey/heatmap.svg   per sample: $RUN/passkey/samples.jsonl"
+fi
 section "done"

@@ -20,7 +20,7 @@ struct PasskeyEvalOptions {
   std::vector<double> depths = {0, 25, 50, 75, 100};  // percent
   int64_t samples = 20;
   uint64_t seed = 0;
-  int64_t chunk = 2048;          // tokens per forward call (any value gives the same result)
+  int64_t chunk = 768;           // tokens per forward call (any value gives the same result)
   int64_t max_new_tokens = 0;    // 0: digits of key_max + 4
   int64_t key_min = 10000, key_max = 99999;
   int64_t memory_budget = 0;     // bytes a growing state may take; 0 = 80% of MemAvailable

@@ -1,5 +1,7 @@
 #include "util/system.h"
 
+#include <malloc.h>
+
 #include <link.h>
 #include <unistd.h>
 
@@ -18,6 +20,13 @@ int set_threads(int n) {
   if (n <= 0) n = 1;
   at::set_num_threads(n);
   return n;
+}
+
+void tune_allocator() {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
 }
 
 static int collect_blas(struct dl_phdr_info* info, size_t, void* out) {

@@ -9,6 +9,11 @@ namespace longctx {
 // Sets libtorch's intra-op threads; n <= 0 means every core of this machine.
 int set_threads(int n);
 
+// Keeps freed tensor memory in the heap (glibc: mmap threshold 32 MiB, no trimming below 1 GiB)
+// instead of returning it to the kernel and faulting it back on the next op. Streaming a long
+// prompt in batches spent a third of its time in page faults without it.
+void tune_allocator();
+
 // The BLAS library libtorch is using, resolved through symlinks (e.g. ".../openblas-pthread/...").
 std::string loaded_blas();
 // Empty when an optimised BLAS is loaded; otherwise a warning to print.
