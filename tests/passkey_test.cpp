@@ -155,3 +155,35 @@ TEST(Passkey, TrainingRowsMaskTheKeyWeighTheAnswerAndFollowTheCurriculum) {
     EXPECT_EQ(b.w[r][k0 + 5].item<float>(), 1.f);
   }
 }
+
+TEST(Passkey, PackedRowsHoldSeveralPromptsEachWithItsWeightedAnswer) {
+  ByteTokenizer tok;
+  TokenStream text;
+  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
+  text.bytes = 20000;
+  DataConfig d;
+  d.seq_len = 2048;
+  d.passkey.fraction = 1.0;
+  d.passkey.min_length = 250;
+  d.passkey.max_length = 400;
+  d.passkey.answer_weight = 10;
+  d.passkey.pack = true;
+  TrainBatches tb(d, text, tok, 2, 3);
+  auto b = tb.get(0, 0);
+  for (int64_t r = 0; r < 2; ++r) {
+    std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 2048);
+    std::string s = tok.decode(row);
+    int asks = 0;
+    for (size_t at = s.find(PasskeyText::ask); at != std::string::npos; at = s.find(PasskeyText::ask, at + 1)) {
+      ++asks;
+      size_t a0 = at + std::string(PasskeyText::ask).size();
+      if (a0 + 7 > 2048) break;
+      // The answer names the key of the info just before this question.
+      size_t info = s.rfind("The pass key is ", at);
+      int64_t key = first_integer(s.substr(info));
+      EXPECT_EQ(first_integer(s.substr(a0)), key);
+      EXPECT_EQ(b.w[r][int64_t(a0) - 1].item<float>(), 10.f);
+    }
+    EXPECT_GE(asks, 4) << "2048-token rows of prompts of at most 400 tokens";
+  }
+}

@@ -24,7 +24,7 @@ nlohmann::json RunConfig::to_json() const {
     j["data"]["passkey"] = {{"fraction", p.fraction},         {"min_length", p.min_length},
                             {"max_length", p.max_length},     {"curriculum_steps", p.curriculum_steps},
                             {"key_min", p.key_min},           {"key_max", p.key_max},
-                            {"answer_weight", p.answer_weight}, {"prompt_loss", p.prompt_loss},
+                            {"answer_weight", p.answer_weight}, {"prompt_loss", p.prompt_loss}, {"pack", p.pack},
                             {"eval_lengths", p.eval_lengths}, {"eval_samples", p.eval_samples}};
   }
   nlohmann::ordered_json tr;
@@ -109,6 +109,7 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
       p.answer_weight = g.get<double>("answer_weight", p.answer_weight);
       g.check(p.answer_weight > 0, "answer_weight", p.answer_weight, "must be > 0");
       p.prompt_loss = g.get<bool>("prompt_loss", p.prompt_loss);
+      p.pack = g.get<bool>("pack", p.pack);
       p.eval_lengths = g.get<std::vector<int64_t>>("eval_lengths", {p.max_length});
       for (auto L : p.eval_lengths) g.check(L >= 1, "eval_lengths", L, "must be >= 1");
       p.eval_samples = g.get<int64_t>("eval_samples", p.eval_samples);

@@ -75,19 +75,28 @@ Batch TrainBatches::get(int64_t step, int64_t micro) const {
   for (int64_t b = 0; b < b_; ++b) {
     std::mt19937_64 rng(mix_seed(seed_ ^ 0x7061737320ull, static_cast<uint64_t>(step), static_cast<uint64_t>(micro * b_ + b)));
     if (std::uniform_real_distribution<double>(0, 1)(rng) >= p.fraction) continue;  // a text row
-    int64_t key = std::uniform_int_distribution<int64_t>(p.key_min, p.key_max)(rng);
-    double depth = std::uniform_real_distribution<double>(0, 1)(rng);
-    int64_t fixed = pk_.fixed_tokens(key);
-    int64_t lo = std::max(p.min_length, fixed);
-    int64_t len = std::uniform_int_distribution<int64_t>(lo, std::max(lo, hi))(rng);
-    auto prompt = pk_.make(len, depth, key);
-    // Row: prompt, answer, newline, then ordinary text from a random place.
-    std::vector<int64_t> row = pk_.all_tokens(prompt);
-    std::vector<float> wt(row.size(), p.prompt_loss ? 1.f : 0.f);
-    int64_t kb = int64_t(prompt.head.size()) + prompt.n_prefix;
-    for (int64_t i = kb + prompt.key_begin; i < kb + prompt.key_end; ++i) wt[i] = 0.f;  // unpredictable
-    for (auto t : pk_.answer(key)) row.push_back(t), wt.push_back(float(p.answer_weight));
-    for (auto t : newline_) row.push_back(t), wt.push_back(1.f);
+    // Row: prompt, answer, newline (repeated while prompts fit, with pack), then ordinary text.
+    std::vector<int64_t> row;
+    std::vector<float> wt;
+    while (true) {
+      int64_t key = std::uniform_int_distribution<int64_t>(p.key_min, p.key_max)(rng);
+      double depth = std::uniform_real_distribution<double>(0, 1)(rng);
+      int64_t fixed = pk_.fixed_tokens(key);
+      int64_t lo = std::max(p.min_length, fixed);
+      int64_t len = std::uniform_int_distribution<int64_t>(lo, std::max(lo, hi))(rng);
+      auto ans = pk_.answer(key);
+      if (!row.empty() && int64_t(row.size() + len + ans.size() + newline_.size()) > T + 1) break;
+      auto prompt = pk_.make(len, depth, key);
+      int64_t base = int64_t(row.size());
+      auto toks = pk_.all_tokens(prompt);
+      row.insert(row.end(), toks.begin(), toks.end());
+      wt.resize(row.size(), p.prompt_loss ? 1.f : 0.f);
+      int64_t kb = base + int64_t(prompt.head.size()) + prompt.n_prefix;
+      for (int64_t i = kb + prompt.key_begin; i < kb + prompt.key_end; ++i) wt[i] = 0.f;  // unpredictable
+      for (auto t : ans) row.push_back(t), wt.push_back(float(p.answer_weight));
+      for (auto t : newline_) row.push_back(t), wt.push_back(1.f);
+      if (!p.pack || int64_t(row.size()) >= T + 1) break;
+    }
     uint64_t range = s_.tokens.size() - T - 1;
     uint64_t off = rng() % (range + 1);
     for (int64_t i = 0; int64_t(row.size()) < T + 1; ++i) row.push_back(s_.tokens[off + i]), wt.push_back(1.f);
