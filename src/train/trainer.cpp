@@ -234,7 +234,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
   int64_t end = t.steps;
   if (opt.stop_after > 0) end = std::min(end, start + opt.stop_after);
   Progress bar("train", t.steps);
-  double t_start = now_seconds(), t_log = t_start, loss_acc = 0;
+  double t_start = now_seconds(), t_log = t_start, loss_acc = 0, answer_acc = 0;
+  int64_t answer_n = 0;
   int64_t loss_n = 0, tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len;
   for (int64_t step = start; step < end; ++step) {
     double lr = lr_at(t, step);
@@ -250,6 +251,10 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         auto per = torch::nn::functional::cross_entropy(
             flat, batch.y.to(device).reshape({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
         loss = (per * w).sum() / w.sum().clamp_min(1e-6);
+        // The answers alone (tokens weighing more than 1): is retrieval being learned?
+        auto ans = (w > 1).to(per.scalar_type());
+        double n_ans = ans.sum().item<double>();
+        if (n_ans > 0) answer_acc += (per.detach() * ans).sum().item<double>() / n_ans, ++answer_n;
       } else {
         loss = torch::nn::functional::cross_entropy(flat, batch.y.to(device).reshape({-1}));
       }
@@ -278,6 +283,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
           for (auto& [name, vals] : m->diagnostics()) mix["layers." + std::to_string(i) + "." + name] = vals;
       if (!mix.empty()) line["mixers"] = mix;
       if (cfg.data.passkey.fraction > 0) line["passkey_max_length"] = sampler.max_prompt_length(step);
+      if (answer_n > 0) line["answer_loss"] = answer_acc / answer_n;
+      answer_acc = 0, answer_n = 0;
       log_line(line);
       char buf[96];
       std::snprintf(buf, sizeof buf, "loss %.4f lr %.2e %.0f tok/s", loss_acc / loss_n, lr, tps);
