@@ -49,6 +49,13 @@ TEST(Passkey, PromptIsTheReferenceTextAtExactLengthAndDepth) {
     ASSERT_EQ(part, std::vector<int64_t>(all.begin() + a, all.begin() + a + n));
   }
   expect_error([&] { pk.make(50, 0.5, 1); }, {"length 50", "shorter"});
+  // Without the task line (training's short prompts): same parts, exact length.
+  auto bare = pk.make(200, 0.5, 31337, false);
+  EXPECT_EQ(bare.length(), 200);
+  std::string bt = tok.decode(pk.all_tokens(bare));
+  EXPECT_EQ(bt.find("important info"), std::string::npos);
+  EXPECT_NE(bt.find(PasskeyText::info(31337)), std::string::npos);
+  EXPECT_EQ(bt.substr(bt.size() - std::string(PasskeyText::ask).size()), PasskeyText::ask);
 }
 
 TEST(Passkey, ScoreReadsTheFirstInteger) {

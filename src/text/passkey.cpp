@@ -19,17 +19,17 @@ PasskeyBuilder::PasskeyBuilder(const Tokenizer& tok) : tok_(tok) {
   LCX_CHECK(!unit_.empty(), "passkey: the tokenizer encodes the noise to no tokens");
 }
 
-int64_t PasskeyBuilder::fixed_tokens(int64_t key) const {
-  PasskeyPrompt p = make(-1, 0.0, key);
+int64_t PasskeyBuilder::fixed_tokens(int64_t key, bool with_task) const {
+  PasskeyPrompt p = make(-1, 0.0, key, with_task);
   return p.length();
 }
 
-PasskeyPrompt PasskeyBuilder::make(int64_t length, double depth, int64_t key) const {
+PasskeyPrompt PasskeyBuilder::make(int64_t length, double depth, int64_t key, bool with_task) const {
   LCX_CHECK(depth >= 0 && depth <= 1, "passkey: depth ", depth, " must be in [0, 1]");
   LCX_CHECK(key >= 0, "passkey: key ", key, " must be a non-negative integer");
   PasskeyPrompt p;
   p.key = key;
-  p.head = head_;
+  if (with_task) p.head = head_;
   p.ask = ask_;
   // The info framed by the joining newlines; its first key located for loss masking.
   auto k = std::to_string(key);

@@ -42,8 +42,9 @@ class PasskeyBuilder {
   explicit PasskeyBuilder(const Tokenizer& tok);
   // A prompt of exactly `length` tokens, info at `depth` in [0, 1]. Fails, naming the limit,
   // when `length` is shorter than the prompt's fixed part.
-  PasskeyPrompt make(int64_t length, double depth, int64_t key) const;
-  int64_t fixed_tokens(int64_t key) const;
+  // with_task = false leaves out the task line (a training curriculum's short prompts only).
+  PasskeyPrompt make(int64_t length, double depth, int64_t key, bool with_task = true) const;
+  int64_t fixed_tokens(int64_t key, bool with_task = true) const;
   // Noise tokens [from, from + n) of the repeated noise.
   void noise(int64_t from, int64_t n, std::vector<int64_t>& out) const;
   // Prompt tokens [from, from + n) (from the concatenation head, noise, info, noise, ask).

@@ -24,7 +24,7 @@ nlohmann::json RunConfig::to_json() const {
     j["data"]["passkey"] = {{"fraction", p.fraction},         {"min_length", p.min_length},
                             {"max_length", p.max_length},     {"curriculum_steps", p.curriculum_steps},
                             {"key_min", p.key_min},           {"key_max", p.key_max},
-                            {"answer_weight", p.answer_weight}, {"prompt_loss", p.prompt_loss}, {"pack", p.pack},
+                            {"answer_weight", p.answer_weight}, {"prompt_loss", p.prompt_loss}, {"pack", p.pack}, {"bare_fraction", p.bare_fraction},
                             {"eval_lengths", p.eval_lengths}, {"eval_samples", p.eval_samples}};
   }
   nlohmann::ordered_json tr;
@@ -110,6 +110,8 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
       g.check(p.answer_weight > 0, "answer_weight", p.answer_weight, "must be > 0");
       p.prompt_loss = g.get<bool>("prompt_loss", p.prompt_loss);
       p.pack = g.get<bool>("pack", p.pack);
+      p.bare_fraction = g.get<double>("bare_fraction", p.bare_fraction);
+      g.check(p.bare_fraction >= 0 && p.bare_fraction <= 1, "bare_fraction", p.bare_fraction, "must be in [0, 1]");
       p.eval_lengths = g.get<std::vector<int64_t>>("eval_lengths", {p.max_length});
       for (auto L : p.eval_lengths) g.check(L >= 1, "eval_lengths", L, "must be >= 1");
       p.eval_samples = g.get<int64_t>("eval_samples", p.eval_samples);

@@ -28,6 +28,7 @@ struct PasskeyMixConfig {
   double answer_weight = 1.0;   // loss weight of each answer token (other tokens weigh 1)
   bool prompt_loss = true;      // LM loss on the prompt (the first key's tokens always weigh 0)
   bool pack = false;            // several prompts per row while they are short (more answers per step)
+  double bare_fraction = 0;     // share of prompts without the task line (shorter: more answers per step)
   std::vector<int64_t> eval_lengths;  // passkey accuracy at each evaluation (default: max_length)
   int64_t eval_samples = 4;     // per (length, depth); depths 0, 50, 100
 };

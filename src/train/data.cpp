@@ -81,12 +81,13 @@ Batch TrainBatches::get(int64_t step, int64_t micro) const {
     while (true) {
       int64_t key = std::uniform_int_distribution<int64_t>(p.key_min, p.key_max)(rng);
       double depth = std::uniform_real_distribution<double>(0, 1)(rng);
-      int64_t fixed = pk_.fixed_tokens(key);
-      int64_t lo = std::max(p.min_length, fixed);
+      bool task = p.bare_fraction <= 0 || std::uniform_real_distribution<double>(0, 1)(rng) >= p.bare_fraction;
+      int64_t fixed = pk_.fixed_tokens(key, task);
+      int64_t lo = task ? std::max(p.min_length, fixed) : fixed;
       int64_t len = std::uniform_int_distribution<int64_t>(lo, std::max(lo, hi))(rng);
       auto ans = pk_.answer(key);
       if (!row.empty() && int64_t(row.size() + len + ans.size() + newline_.size()) > T + 1) break;
-      auto prompt = pk_.make(len, depth, key);
+      auto prompt = pk_.make(len, depth, key, task);
       int64_t base = int64_t(row.size());
       auto toks = pk_.all_tokens(prompt);
       row.insert(row.end(), toks.begin(), toks.end());
