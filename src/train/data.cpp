@@ -51,7 +51,7 @@ TrainBatches::TrainBatches(const DataConfig& d, const TokenStream& train, const 
     : d_(d), s_(train), text_(train, batch, d.seq_len, seed), pk_(tok), newline_(tok.encode("\n")), b_(batch),
       seed_(seed) {
   if (d_.passkey.fraction > 0) {
-    int64_t fixed = pk_.fixed_tokens(d_.passkey.key_max);
+    int64_t fixed = pk_.fixed_tokens(d_.passkey.key_max, /*with_task=*/d_.passkey.bare_fraction < 1);
     LCX_CHECK(d_.passkey.max_length >= fixed, "data.passkey.max_length ", d_.passkey.max_length,
               " is shorter than a passkey prompt without noise (", fixed, " tokens)");
   }
