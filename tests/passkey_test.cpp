@@ -16,6 +16,13 @@ std::string noise_joined(size_t chars) {
   while (s.size() < chars + 200) s += std::string(PasskeyText::noise) + " ";
   return s;
 }
+// A training stream of 20000 letters (stands for the text rows and the fill after answers).
+TokenStream letters() {
+  TokenStream text;
+  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
+  text.bytes = 20000;
+  return text;
+}
 }  // namespace
 
 TEST(Passkey, PromptIsTheReferenceTextAtExactLengthAndDepth) {
@@ -128,9 +135,7 @@ TEST(Passkey, GrowingStateBeyondTheBudgetIsSkippedWithAReason) {
 
 TEST(Passkey, TrainingRowsMaskTheKeyWeighTheAnswerAndFollowTheCurriculum) {
   ByteTokenizer tok;
-  TokenStream text;
-  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
-  text.bytes = 20000;
+  TokenStream text = letters();
   DataConfig d;
   d.seq_len = 512;
   d.passkey.fraction = 1.0;
@@ -165,9 +170,7 @@ TEST(Passkey, TrainingRowsMaskTheKeyWeighTheAnswerAndFollowTheCurriculum) {
 
 TEST(Passkey, PackedRowsHoldSeveralPromptsEachWithItsWeightedAnswer) {
   ByteTokenizer tok;
-  TokenStream text;
-  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
-  text.bytes = 20000;
+  TokenStream text = letters();
   DataConfig d;
   d.seq_len = 2048;
   d.passkey.fraction = 1.0;

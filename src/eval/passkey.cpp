@@ -195,16 +195,22 @@ std::string length_label(int64_t L) {
   if (L >= 1024 && L % 1024 == 0) return std::to_string(L / 1024) + "K";
   return std::to_string(L);
 }
+
+// The distinct lengths and depths of a set of cells, sorted.
+void axes(const std::vector<PasskeyCell>& cells, std::vector<int64_t>& lengths, std::vector<double>& depths) {
+  for (auto& c : cells) {
+    if (std::find(lengths.begin(), lengths.end(), c.length) == lengths.end()) lengths.push_back(c.length);
+    if (std::find(depths.begin(), depths.end(), c.depth) == depths.end()) depths.push_back(c.depth);
+  }
+  std::sort(lengths.begin(), lengths.end());
+  std::sort(depths.begin(), depths.end());
+}
 }  // namespace
 
 std::string passkey_table(const std::vector<PasskeyCell>& cells) {
   std::vector<int64_t> lengths;
   std::vector<double> depths;
-  for (auto& c : cells) {
-    if (std::find(lengths.begin(), lengths.end(), c.length) == lengths.end()) lengths.push_back(c.length);
-    if (std::find(depths.begin(), depths.end(), c.depth) == depths.end()) depths.push_back(c.depth);
-  }
-  std::sort(depths.begin(), depths.end());
+  axes(cells, lengths, depths);
   std::ostringstream s;
   s << "| length |";
   for (double d : depths) s << " depth " << d << "% |";
@@ -237,12 +243,7 @@ std::string passkey_table(const std::vector<PasskeyCell>& cells) {
 std::string passkey_heatmap_svg(const std::vector<PasskeyCell>& cells, const std::string& title) {
   std::vector<int64_t> lengths;
   std::vector<double> depths;
-  for (auto& c : cells) {
-    if (std::find(lengths.begin(), lengths.end(), c.length) == lengths.end()) lengths.push_back(c.length);
-    if (std::find(depths.begin(), depths.end(), c.depth) == depths.end()) depths.push_back(c.depth);
-  }
-  std::sort(lengths.begin(), lengths.end());
-  std::sort(depths.begin(), depths.end());
+  axes(cells, lengths, depths);
   std::vector<std::string> rows, cols;
   for (double d : depths) {
     char b[32];
