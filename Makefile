@@ -44,7 +44,7 @@ recipe-tiny: data build-cli
 # Infini-attention trained for passkey retrieval on inputs of at most 2K tokens (curriculum over
 # the key's distance, mixed with ordinary text), then scored from 4K to 1M tokens. Resumes an
 # interrupted run. The checked-in models/infini-passkey came from this recipe.
-RECIPE_INFINI_STEPS ?= 2000
+RECIPE_INFINI_STEPS ?= 2500
 PASSKEY_SEED ?= 1
 recipe-infini-passkey: data build-cli
 	if ls runs/infini-passkey/checkpoint-* >/dev/null 2>&1; then resume=--resume; else resume=; fi; \

@@ -147,6 +147,10 @@ TEST(Passkey, TrainingRowsMaskTheKeyWeighTheAnswerAndFollowTheCurriculum) {
   EXPECT_EQ(tb.max_prompt_length(0), 120);
   EXPECT_EQ(tb.max_prompt_length(50), 310);
   EXPECT_EQ(tb.max_prompt_length(1000), 500);
+  d.passkey.curriculum_hold = 30;
+  TrainBatches held(d, text, tok, 4, 7);
+  EXPECT_EQ(held.max_prompt_length(29), 120);
+  EXPECT_EQ(held.max_prompt_length(80), 310);
   auto b = tb.get(60, 0);
   auto again = tb.get(60, 0);
   EXPECT_TRUE(torch::equal(b.x, again.x)) << "a batch depends only on (seed, step, micro)";

@@ -22,7 +22,7 @@ nlohmann::json RunConfig::to_json() const {
   if (data.passkey.fraction > 0) {
     const auto& p = data.passkey;
     j["data"]["passkey"] = {{"fraction", p.fraction},         {"min_length", p.min_length},
-                            {"max_length", p.max_length},     {"curriculum_steps", p.curriculum_steps},
+                            {"max_length", p.max_length},     {"curriculum_steps", p.curriculum_steps}, {"curriculum_hold", p.curriculum_hold},
                             {"key_min", p.key_min},           {"key_max", p.key_max},
                             {"answer_weight", p.answer_weight}, {"prompt_loss", p.prompt_loss}, {"pack", p.pack}, {"bare_fraction", p.bare_fraction},
                             {"eval_lengths", p.eval_lengths}, {"eval_samples", p.eval_samples}};
@@ -101,6 +101,8 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
               "must be in [min_length, seq_len - 8] (the answer must fit in the sequence)");
       p.curriculum_steps = g.get<int64_t>("curriculum_steps", p.curriculum_steps);
       g.check(p.curriculum_steps >= 0, "curriculum_steps", p.curriculum_steps, "must be >= 0");
+      p.curriculum_hold = g.get<int64_t>("curriculum_hold", p.curriculum_hold);
+      g.check(p.curriculum_hold >= 0, "curriculum_hold", p.curriculum_hold, "must be >= 0");
       p.key_min = g.get<int64_t>("key_min", p.key_min);
       g.check(p.key_min >= 0, "key_min", p.key_min, "must be >= 0");
       p.key_max = g.get<int64_t>("key_max", p.key_max);

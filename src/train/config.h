@@ -17,13 +17,15 @@ struct TokenizerConfig {
 
 // Passkey prompts mixed into training (MECHANISMS.md section 4): each row is, with probability
 // `fraction`, a prompt of length in [min_length, L(step)] followed by its answer " {key}." and
-// ordinary text; L grows linearly from min_length to max_length over curriculum_steps, so the
+// ordinary text; L stays at min_length for curriculum_hold steps (short prompts, where copying
+// the key is learned first), then grows linearly to max_length over curriculum_steps, so the
 // key moves further from the question as training goes on. The other rows are plain text.
 struct PasskeyMixConfig {
   double fraction = 0;          // 0 = off
   int64_t min_length = 256;     // tokens
   int64_t max_length = 0;       // 0 = seq_len - 16
   int64_t curriculum_steps = 0; // 0 = max_length from the start
+  int64_t curriculum_hold = 0;  // steps at min_length before the growth starts
   int64_t key_min = 10000, key_max = 99999;
   double answer_weight = 1.0;   // loss weight of each answer token (other tokens weigh 1)
   bool prompt_loss = true;      // LM loss on the prompt (the first key's tokens always weigh 0)

@@ -59,8 +59,10 @@ TrainBatches::TrainBatches(const DataConfig& d, const TokenStream& train, const 
 
 int64_t TrainBatches::max_prompt_length(int64_t step) const {
   const auto& p = d_.passkey;
-  if (p.curriculum_steps <= 0 || step >= p.curriculum_steps) return p.max_length;
-  return p.min_length + (p.max_length - p.min_length) * step / p.curriculum_steps;
+  if (step < p.curriculum_hold) return p.min_length;
+  int64_t s = step - p.curriculum_hold;
+  if (p.curriculum_steps <= 0 || s >= p.curriculum_steps) return p.max_length;
+  return p.min_length + (p.max_length - p.min_length) * s / p.curriculum_steps;
 }
 
 Batch TrainBatches::get(int64_t step, int64_t micro) const {
