@@ -234,6 +234,37 @@ TEST(InfiniAttention, MemoryReachesPastTheSegmentWithFloat32StateUnderBF16) {
   EXPECT_EQ(s3.layers[0].at("M").sizes(), (std::vector<int64_t>{1, 4, 8, 8}));
 }
 
+TEST(InfiniAttention, MemoryAblationLeavesTheGatedLocalAttentionOfEachSegment) {
+  // read_memory = false (an evaluation ablation): every segment's output is what the mixer gives
+  // on that segment alone with an empty memory, (1 - sigmoid(beta)) x local attention; the first
+  // segment, where memory is empty anyway, is unchanged.
+  torch::NoGradGuard ng;
+  torch::manual_seed(12);
+  auto m = make_mixer(6, true);
+  InfiniAttentionOptions o = m.options();
+  o.read_memory = false;
+  InfiniAttentionMixer ablated(o);
+  {
+    auto src = m.named_parameters();
+    for (auto& p : ablated.named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  ablated.to(torch::kFloat64);
+  auto x = torch::randn({2, 12, 16}, torch::kFloat64);
+  StepContext ctx;
+  State s1, s2, s3;
+  auto y_on = m.forward(x, s1, ctx), y_off = ablated.forward(x, s2, ctx);
+  EXPECT_LT(max_abs_diff(y_on.narrow(1, 0, 6), y_off.narrow(1, 0, 6)), 1e-12);
+  EXPECT_GT(max_abs_diff(y_on.narrow(1, 6, 6), y_off.narrow(1, 6, 6)), 1e-3);
+  // The second segment alone through the full mixer: memory empty, so it is the same gated local
+  // attention (RoPE is relative, so the position shift changes nothing beyond rounding).
+  auto alone = m.forward(x.narrow(1, 6, 6), s3, ctx);
+  EXPECT_LT(max_abs_diff(alone, y_off.narrow(1, 6, 6)), 1e-10);
+  // The memory is still written, so the state is the same as with reading on.
+  EXPECT_LT(max_abs_diff(s1.at("M"), s2.at("M")), 1e-12);
+  Fields f(nlohmann::json::parse(R"({"read_memory": false})"), "cfg.json", "model.mixer");
+  EXPECT_FALSE(InfiniAttentionOptions::parse(f, 16, 2, RopeOptions{}).read_memory);
+}
+
 TEST(InfiniAttention, BadConfigIsRefusedByField) {
   ModelConfig c;
   c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "update": "hebbian"})");

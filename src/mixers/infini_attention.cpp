@@ -21,6 +21,7 @@ InfiniAttentionOptions InfiniAttentionOptions::parse(Fields& f, int64_t d_model,
   f.check(std::isfinite(o.gate_init), "gate_init", o.gate_init, "must be finite");
   o.eps = f.get<double>("eps", o.eps);
   f.check(o.eps > 0 && o.eps < 1, "eps", o.eps, "must be in (0, 1)");
+  o.read_memory = f.get<bool>("read_memory", true);
   o.rope = rope;
   return o;
 }
@@ -112,8 +113,12 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
       scores = scores.masked_fill(hidden, -std::numeric_limits<double>::infinity());
     }
     auto a_dot = torch::matmul(torch::softmax(scores, -1), seg[1]);
-    auto a_mem = infini_memory_read(sq.narrow(2, t, len), M, z, o_.eps).to(dt);
-    outs.push_back(gate * a_mem + (1 - gate) * a_dot);
+    if (o_.read_memory) {
+      auto a_mem = infini_memory_read(sq.narrow(2, t, len), M, z, o_.eps).to(dt);
+      outs.push_back(gate * a_mem + (1 - gate) * a_dot);
+    } else {
+      outs.push_back((1 - gate) * a_dot);
+    }
     if (fill + len == N) {  // segment complete: fold it into memory
       infini_memory_update(M, z, seg[2], seg[1].to(mdt), o_.delta, o_.eps);
       ++updates;

@@ -28,6 +28,7 @@ struct InfiniAttentionOptions {
   int64_t detach_every = 0;   // training: detach M, z after every k-th update (0 = never)
   double gate_init = 0.0;     // beta at initialisation (sigmoid 0.5)
   double eps = 1e-6;          // denominator guard
+  bool read_memory = true;    // false: an ablation for evaluation; A_mem reads 0 (memory still updated)
   RopeOptions rope;
   static InfiniAttentionOptions parse(Fields& f, int64_t d_model, int64_t n_heads, const RopeOptions& rope);
 };
