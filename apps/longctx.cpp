@@ -229,6 +229,8 @@ int main(int argc, char** argv) {
       write_file_atomic(pk_out + "/run.json",
                         nlohmann::json({{"model", model_dir},
                                         {"mechanism", p.model_config.mixer_type()},
+                                        {"mixer", p.model_config.mixer},
+                                        {"overrides", msets},
                                         {"parameters", p.model->num_parameters()},
                                         {"samples", pko.samples},
                                         {"seed", pko.seed},
