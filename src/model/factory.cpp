@@ -3,6 +3,7 @@
 #include "io/json_fields.h"
 #include "mixers/attention.h"
 #include "mixers/infini_attention.h"
+#include "mixers/megalodon.h"
 
 namespace longctx {
 
@@ -31,9 +32,22 @@ std::shared_ptr<Mixer> infini_mixer(const ModelConfig& c, const std::string& whe
   return std::make_shared<InfiniAttentionMixer>(o);
 }
 
+std::shared_ptr<Mixer> megalodon_mixer(const ModelConfig& c, const std::string& where) {
+  Fields f(c.mixer, where, "model.mixer");
+  f.get<std::string>("type", "");
+  auto o = MegalodonOptions::parse(f, c.d_model, c.n_heads, c.norm_eps);
+  f.done();
+  return std::make_shared<MegalodonMixer>(o);
+}
+
+// How a mechanism's layers are stacked: the pre-norm (Llama) block with an RMSNorm before the
+// output projection, or MEGALODON's two-hop block with a TimestepNorm there.
+enum class Shape { pre_norm, megalodon };
+
 struct Entry {
   const char* type;
   std::shared_ptr<Mixer> (*make)(const ModelConfig&, const std::string&);
+  Shape shape = Shape::pre_norm;
 };
 
 // One line per mechanism.
@@ -41,6 +55,7 @@ const Entry kMixers[] = {
     {"full_attention", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, false); }},
     {"sliding_window", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, true); }},
     {"infini_attention", infini_mixer},
+    {"megalodon", megalodon_mixer, Shape::megalodon},
 };
 
 const Entry& find(const ModelConfig& c, const std::string& where) {
@@ -68,8 +83,19 @@ void validate_mixer_config(const ModelConfig& c, const std::string& where) {
 }
 
 std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer) {
-  auto mixer = find(c, "config").make(c, "config");
+  auto& e = find(c, "config");
+  auto mixer = e.make(c, "config");
+  if (e.shape == Shape::megalodon)
+    return std::make_shared<MegalodonBlock>(std::dynamic_pointer_cast<MegalodonMixer>(mixer), c.d_model, c.ffn_dim(),
+                                            c.norm_eps);
   return std::make_shared<PreNormBlock>(mixer, c.d_model, c.ffn_dim(), c.norm_eps);
+}
+
+int64_t timestep_final_norm_groups(const ModelConfig& c) {
+  auto& e = find(c, "config");
+  if (e.shape != Shape::megalodon) return 0;
+  Fields f(c.mixer, "config", "model.mixer");
+  return f.get<int64_t>("groups", MegalodonOptions{}.groups);
 }
 
 }  // namespace longctx

@@ -13,6 +13,9 @@ namespace longctx {
 // Validates the "mixer" object of a model config (throws naming the field).
 void validate_mixer_config(const ModelConfig& c, const std::string& where);
 std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer);
+// The final norm before the output projection: 0 = RMSNorm; g > 0 = a TimestepNorm with g
+// groups (MEGALODON), whose running statistics live in ModelState::head.
+int64_t timestep_final_norm_groups(const ModelConfig& c);
 std::vector<std::string> mixer_types();
 
 }  // namespace longctx

@@ -48,7 +48,10 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& c) : cfg_(c) {
     model->layers->push_back(b);
     blocks.push_back(b);
   }
-  model->norm = model->register_module("norm", RMSNorm(c.d_model, c.norm_eps));
+  if (int64_t g = timestep_final_norm_groups(c))
+    model->timestep_norm = model->register_module("norm", TimestepNorm(c.d_model, g, c.norm_eps));
+  else
+    model->norm = model->register_module("norm", RMSNorm(c.d_model, c.norm_eps));
   if (!c.tie_embeddings)
     lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.vocab_size).bias(false)));
   init_weights();
@@ -57,13 +60,21 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& c) : cfg_(c) {
 void CausalLMImpl::init_weights() {
   torch::NoGradGuard ng;
   double out_std = cfg_.init_std / std::sqrt(2.0 * cfg_.n_layers);
+  std::vector<std::string> own;  // blocks that initialise themselves
+  for (size_t i = 0; i < blocks.size(); ++i)
+    if (blocks[i]->own_init()) own.push_back("model.layers." + std::to_string(i) + ".");
   for (auto& item : named_parameters()) {
     const auto& name = item.key();
     auto& p = item.value();
     if (p.dim() < 2) continue;  // norms: ones
+    bool skip = false;
+    for (auto& o : own) skip = skip || name.rfind(o, 0) == 0;
+    if (skip) continue;
     bool out = name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos;
     p.normal_(0.0, out ? out_std : cfg_.init_std);
   }
+  for (auto& b : blocks)
+    if (b->own_init()) b->reset_parameters();
 }
 
 int64_t CausalLMImpl::num_parameters() const {
@@ -96,7 +107,7 @@ torch::Tensor CausalLMImpl::hidden(const torch::Tensor& tokens, ModelState& stat
   auto h = model->embed_tokens(tokens);
   for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->forward(h, state.layers[i], ctx);
   state.tokens += tokens.size(1);
-  return model->norm(h);
+  return !model->timestep_norm.is_empty() ? model->timestep_norm(h, state.head, "norm_") : model->norm(h);
 }
 
 torch::Tensor CausalLMImpl::logits(const torch::Tensor& h) {

@@ -8,6 +8,7 @@
 
 #include "model/block.h"
 #include "model/config.h"
+#include "nn/timestep_norm.h"
 
 namespace longctx {
 
@@ -41,7 +42,8 @@ class CausalLMImpl : public torch::nn::Module {
   struct Body : torch::nn::Module {
     torch::nn::Embedding embed_tokens{nullptr};  // [V, D]
     torch::nn::ModuleList layers;
-    RMSNorm norm{nullptr};  // [D]
+    RMSNorm norm{nullptr};                     // [D]; or, for MEGALODON:
+    TimestepNorm timestep_norm{nullptr};       // registered as "norm" too, state in ModelState::head
   };
   std::shared_ptr<Body> model;
   torch::nn::Linear lm_head{nullptr};  // [V, D]; absent when tied to embed_tokens

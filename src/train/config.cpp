@@ -50,6 +50,7 @@ nlohmann::json RunConfig::to_json() const {
     groups.push_back({{"match", g.match}, {"lr_scale", g.lr_scale}, {"weight_decay", g.weight_decay}});
   tr["param_groups"] = groups;
   tr["device"] = train.device;
+  if (!train.init_from.empty()) tr["init_from"] = train.init_from;
   j["train"] = tr;
   return nlohmann::json(j);
 }
@@ -160,6 +161,7 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
     t.seed = f.get<uint64_t>("seed", t.seed);
     t.device = f.get<std::string>("device", t.device);
     f.check(t.device == "cpu" || t.device == "cuda", "device", t.device, "must be \"cpu\" or \"cuda\"");
+    t.init_from = f.get<std::string>("init_from", "");
     auto groups = f.raw("param_groups");
     if (!groups.is_null()) {
       LCX_CHECK(groups.is_array(), where, ": field 'train.param_groups' must be an array");

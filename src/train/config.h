@@ -68,6 +68,9 @@ struct TrainConfig {
   uint64_t seed = 0;
   std::vector<ParamGroupRule> param_groups;
   std::string device = "cpu";  // cpu | cuda
+  // Start from these weights (a model or checkpoint folder with model.safetensors) instead of
+  // a fresh initialisation; the optimizer starts fresh. Ignored when resuming.
+  std::string init_from;
 };
 
 struct RunConfig {

@@ -189,6 +189,12 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     truncate_log(log_path, start);
     if (!opt.quiet) std::fprintf(stderr, "resuming %s from step %lld\n", opt.out.c_str(), (long long)start);
   } else {
+    if (!t.init_from.empty()) {
+      std::string w = t.init_from + "/model.safetensors";
+      LCX_CHECK(std::filesystem::exists(w), "train.init_from: ", w, " does not exist");
+      load_weights(w, model);
+      if (!opt.quiet) std::fprintf(stderr, "initialised from %s\n", w.c_str());
+    }
     write_file_atomic(log_path, "");
   }
   write_model_files(opt.out, cfg, model, *tok, data.split_json(), start);
