@@ -78,13 +78,14 @@ int main(int argc, char** argv) {
   auto* tr = app.add_subcommand("train", "train a model from a config (progress bar, JSONL log, loss plot)");
   std::string cfg_path, out;
   bool resume = false;
-  int64_t steps = 0, stop_after = 0;
+  int64_t steps = 0, stop_after = 0, stop_at = 0;
   std::vector<std::string> sets;
   tr->add_option("--config", cfg_path, "config file (configs/*.json); with --resume, defaults to the run's own");
   tr->add_option("--out", out, "run folder (checkpoints, log.jsonl, loss.svg)")->required();
   tr->add_flag("--resume", resume, "continue from the latest checkpoint in --out");
   tr->add_option("--steps", steps, "override train.steps");
   tr->add_option("--stop-after", stop_after, "stop after this many steps (a checkpoint is written)");
+  tr->add_option("--stop-at", stop_at, "stop once this step is reached, keeping the schedule of train.steps (a checkpoint is written)");
   tr->add_option("--set", sets, "override a config field: path.to.field=value (repeatable)");
 
   // eval
@@ -182,6 +183,7 @@ int main(int argc, char** argv) {
       o.out = out;
       o.resume = resume;
       o.stop_after = stop_after;
+      o.stop_at = stop_at;
       auto r = train(cfg, o);
       std::printf("steps %lld  tokens %lld  final train loss %.4f  ", (long long)r.steps_done, (long long)r.tokens,
                   r.final_loss);

@@ -46,6 +46,10 @@ TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
   expect_error([&] { train(cfg, ob); }, {"already holds checkpoint-5", "--resume"});
   ob.resume = true;
   ob.stop_after = 0;
+  ob.stop_at = 7;  // an absolute step, the schedule of train.steps unchanged
+  train(cfg, ob);
+  EXPECT_TRUE(std::filesystem::exists(b + "/checkpoint-7/optimizer.safetensors"));
+  ob.stop_at = 0;
   auto rb = train(cfg, ob);
   EXPECT_EQ(ra.final_loss, rb.final_loss);
   EXPECT_EQ(ra.val_loss, rb.val_loss);
@@ -67,6 +71,28 @@ TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
   auto split = json::parse(read_file(a + "/split.json"));
   EXPECT_EQ(split["val"].size(), 3u);
   EXPECT_TRUE(std::filesystem::exists(a + "/loss.svg"));
+}
+
+TEST(Train, InitFromStartsFromAnotherRunsWeights) {
+  auto cfg = tiny_run(3);
+  auto a = temp_dir("init_a"), b = temp_dir("init_b");
+  TrainOptions o;
+  o.out = a;
+  o.quiet = true;
+  train(cfg, o);
+  // One step at a negligible learning rate from a's weights leaves them where they were.
+  auto cfg2 = tiny_run(1);
+  cfg2.train.init_from = a;
+  cfg2.train.lr = 1e-12;
+  cfg2.train.warmup_steps = 0;
+  o.out = b;
+  train(cfg2, o);
+  auto wa = load_pretrained(a), wb = load_pretrained(b);
+  auto pb = wb.model->named_parameters();
+  for (auto& p : wa.model->named_parameters())
+    EXPECT_LT((p.value() - pb[p.key()]).abs().max().item<double>(), 1e-6) << p.key();
+  cfg2.train.init_from = a + "/nowhere";
+  expect_error([&] { train(cfg2, TrainOptions{temp_dir("init_c"), false, 0, 0, true}); }, {"init_from", "nowhere"});
 }
 
 TEST(Train, LossFallsOnRealText) {

@@ -239,6 +239,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
   TrainResult res;
   int64_t end = t.steps;
   if (opt.stop_after > 0) end = std::min(end, start + opt.stop_after);
+  if (opt.stop_at > 0) end = std::min(end, opt.stop_at);
   Progress bar("train", t.steps);
   double t_start = now_seconds(), t_log = t_start, loss_acc = 0, answer_acc = 0;
   int64_t answer_n = 0;

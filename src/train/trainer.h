@@ -11,6 +11,7 @@ struct TrainOptions {
   std::string out;          // run folder
   bool resume = false;      // continue from the latest checkpoint-N in `out`
   int64_t stop_after = 0;   // stop (with a checkpoint) after this many steps in this invocation
+  int64_t stop_at = 0;      // stop (with a checkpoint) once this step is reached (schedule unchanged)
   bool quiet = false;
 };
 
