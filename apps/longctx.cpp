@@ -6,9 +6,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "eval/passkey.h"
 #include "eval/ppl.h"
+#include "eval/report.h"
 #include "infer/session.h"
 #include "io/fs.h"
 #include "model/pretrained.h"
@@ -140,6 +142,16 @@ int main(int argc, char** argv) {
   info->add_option("--model", model_dir, "model folder")->required();
   info->add_option("--tokens", info_tokens, "measure state bytes after streaming this many tokens");
   info->add_option("--set", msets, "override a model config field");
+
+  // compare
+  auto* cmp = app.add_subcommand("compare", "plot and tabulate runs (a log.jsonl metric against tokens) or eval ppl results (bits per byte against context)");
+  std::string cmp_runs, cmp_ppl, cmp_labels, cmp_metric = "val_bpb", cmp_out, cmp_title;
+  cmp->add_option("--runs", cmp_runs, "comma-separated run folders");
+  cmp->add_option("--ppl", cmp_ppl, "comma-separated `eval ppl --json` files");
+  cmp->add_option("--metric", cmp_metric, "log.jsonl key for --runs (val_bpb, val_loss, loss, answer_loss, ...)");
+  cmp->add_option("--labels", cmp_labels, "comma-separated series names (default: folder or model names)");
+  cmp->add_option("--title", cmp_title, "plot title");
+  cmp->add_option("--out", cmp_out, "SVG file to write (the table goes to stdout)");
 
   // export
   auto* ex = app.add_subcommand("export", "write a model folder (config, weights, tokenizer, split) with F32/F16/BF16 weights");
@@ -297,6 +309,35 @@ int main(int argc, char** argv) {
       std::printf("\n");
       std::fprintf(stderr, "[%zu tokens in %.2fs, %.1f tokens/s; state %s]\n", out_ids.size(), dt, out_ids.size() / dt,
                    human_bytes(s.state().bytes()).c_str());
+      return 0;
+    }
+    if (*cmp) {
+      LCX_CHECK(cmp_runs.empty() != cmp_ppl.empty(), "compare: give exactly one of --runs and --ppl");
+      auto split = [](const std::string& s) {
+        std::vector<std::string> v;
+        std::stringstream ss(s);
+        for (std::string x; std::getline(ss, x, ',');) v.push_back(x);
+        return v;
+      };
+      auto labels = split(cmp_labels);
+      PlotOptions po;
+      std::vector<Series> series;
+      if (!cmp_runs.empty()) {
+        series = run_curves(split(cmp_runs), labels, cmp_metric);
+        po.xlabel = "training tokens";
+        po.ylabel = cmp_metric;
+      } else {
+        series = ppl_curves(split(cmp_ppl), labels);
+        po.xlabel = "context (tokens)";
+        po.ylabel = "bits per byte";
+        po.logx = true;
+      }
+      po.title = cmp_title.empty() ? po.ylabel + " against " + po.xlabel : cmp_title;
+      std::printf("%s", markdown_table(series, po.xlabel).c_str());
+      if (!cmp_out.empty()) {
+        write_file_atomic(cmp_out, svg_line_plot(series, po));
+        std::printf("wrote %s\n", cmp_out.c_str());
+      }
       return 0;
     }
     if (*info) {

@@ -5,6 +5,8 @@
 //   build/bench_stream [--model DIR | --config configs/transformer-tiny.json] [--window 512]
 //                      [--segment 512] [--lengths 4096,65536,1048576] [--full-max 65536]
 //                      [--chunk 512] [--mixers infini_attention,sliding_window,full_attention]
+// A mixer named like the config's own (e.g. --config configs/megalodon-tiny.json --mixers
+// megalodon) keeps every field of the config's mixer.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,6 +87,8 @@ int main(int argc, char** argv) {
     } else if (mixer == "infini_attention") {
       c.mixer = {{"type", mixer}, {"segment", segment}};
       label += " (segment " + std::to_string(segment) + ")";
+    } else if (mixer == base.mixer_type()) {
+      c.mixer = base.mixer;  // the config's own mixer with all its fields (e.g. megalodon)
     } else {
       c.mixer = {{"type", mixer}};
     }
