@@ -68,6 +68,7 @@ recipe-megalodon: data build-cli
 	  $(LONGCTX) train --config configs/$$m.json --out runs/$$m --steps $(RECIPE_MEGA_STEPS) $$r || exit 1; \
 	done
 	$(LONGCTX) export --model runs/megalodon-tiny --out models/megalodon-tiny --dtype F16
+	$(LONGCTX) export --model runs/transformer-tiny-1k --out models/transformer-tiny-1k --dtype F16
 	LONGCTX=$(LONGCTX) ./scripts/megalodon_eval.sh runs/megalodon-tiny runs/transformer-tiny-1k runs/megalodon-eval
 
 clean:
