@@ -266,6 +266,25 @@ TEST(Megalodon, ModelStreamsWithTheFinalTimestepNormInTheHeadState) {
   EXPECT_LT(max_abs_diff(torch::cat({a, b}, 1), whole), 1e-5);
 }
 
+TEST(Megalodon, TrainingRowsThatDropTheirStateGiveTheSameOutputsWithoutComputingIt) {
+  torch::manual_seed(16);
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 2, c.n_heads = 2, c.d_ff = 48;
+  c.mixer = nlohmann::json::parse(R"({"type": "megalodon", "z_dim": 16, "v_dim": 64, "chunk": 8, "groups": 4})");
+  CausalLM m(c);
+  auto x = torch::randint(0, 256, {2, 40}, torch::kInt64);
+  auto kept = m->new_state();
+  auto a = m->forward(x, kept, /*training=*/true);
+  auto dropped = m->new_state();
+  dropped.hand_on = false;
+  auto b = m->forward(x, dropped, /*training=*/true);
+  EXPECT_EQ(max_abs_diff(a, b), 0.0);
+  EXPECT_TRUE(kept.layers[0].get("cema_re").defined());
+  EXPECT_FALSE(dropped.layers[0].get("cema_re").defined());  // the hand-off was skipped
+  b.sum().backward();  // and gradients still flow
+  EXPECT_GT(m->named_parameters()["model.layers.0.mega.cema.alpha"].grad().abs().sum().item<double>(), 0.0);
+}
+
 TEST(Megalodon, AttentionStaysInsideItsChunk) {
   // With CEMA reduced to its pointwise omega term (gamma = 0), a token can reach later tokens
   // only through attention or the TimestepNorm statistics. Swapping two features of one group

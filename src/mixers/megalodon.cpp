@@ -131,7 +131,7 @@ CemaCoeffs CemaImpl::coeffs(torch::Dtype dt) const {
           gamma.to(dt).select(-1, 0) * scale, gamma.to(dt).select(-1, 1) * scale};
 }
 
-torch::Tensor CemaImpl::forward(const torch::Tensor& x, State& state) {
+torch::Tensor CemaImpl::forward(const torch::Tensor& x, State& state, bool hand_on) {
   const auto dt = x.scalar_type();
   const auto cdt = dt == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
   auto c = coeffs(cdt);
@@ -140,10 +140,13 @@ torch::Tensor CemaImpl::forward(const torch::Tensor& x, State& state) {
   if (h0r.defined())
     LCX_CHECK(h0r.size(0) == x.size(0), "cema: state has batch ", h0r.size(0), ", input has ", x.size(0));
   torch::Tensor hr, hi;
-  auto y = x.size(1) <= recurrence_max ? cema_recurrence(xs, c, h0r, h0i, &hr, &hi)
-                                       : cema_fft(xs, c, h0r, h0i, &hr, &hi);
-  state.set("cema_re", hr);
-  state.set("cema_im", hi);
+  auto* pr = hand_on ? &hr : nullptr;
+  auto* pi = hand_on ? &hi : nullptr;
+  auto y = x.size(1) <= recurrence_max ? cema_recurrence(xs, c, h0r, h0i, pr, pi) : cema_fft(xs, c, h0r, h0i, pr, pi);
+  if (hand_on) {
+    state.set("cema_re", hr);
+    state.set("cema_im", hi);
+  }
   y = y + omega.to(cdt).view({1, dim_, 1}) * xs;
   return y.transpose(1, 2).to(dt);
 }
@@ -264,10 +267,10 @@ torch::Tensor MegalodonMixer::chunk_attention(const torch::Tensor& q, const torc
   return out.transpose(1, 2).reshape({B, T, H * dv});
 }
 
-torch::Tensor MegalodonMixer::forward(const torch::Tensor& x, State& state, StepContext&) {
+torch::Tensor MegalodonMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
   const int64_t B = x.size(0), T = x.size(1), H = o_.n_heads, dz = o_.z_dim / H;
   auto xt = timenorm(x, state, "tsn_");
-  auto mx = rmsnorm(cema(xt, state));
+  auto mx = rmsnorm(cema(xt, state, ctx.hand_on));
   auto z = wz(mx).view({B, T, H, dz});
   z = (z * torch::rsqrt(z.pow(2).mean(-1, true) + o_.eps)).view({B, T, o_.z_dim});
   auto qk = z.unsqueeze(2) * ((gamma + 1) / std::sqrt(double(dz))) + beta;  // [B, T, 2, Z]

@@ -49,8 +49,8 @@ class CemaImpl : public torch::nn::Module {
   CemaImpl(int64_t dim, int64_t ndim = 16);
   void reset_parameters();  // the official initialisation (MECHANISMS.md section 2)
   CemaCoeffs coeffs(torch::Dtype dt) const;
-  // x [B, T, D] -> [B, T, D]; state keys "cema_re", "cema_im".
-  torch::Tensor forward(const torch::Tensor& x, State& state);
+  // x [B, T, D] -> [B, T, D]; state keys "cema_re", "cema_im" (not updated when !hand_on).
+  torch::Tensor forward(const torch::Tensor& x, State& state, bool hand_on = true);
   int64_t recurrence_max = 16;  // calls of at most this many tokens use the recurrence
 
   torch::Tensor alpha, delta;  // [D, N] raw

@@ -22,6 +22,8 @@ namespace longctx {
 // What one forward call shares between layers (the per-call plan, not persistent state).
 struct StepContext {
   bool training = false;
+  // False when the state after this call is not read again: a mixer may skip computing it.
+  bool hand_on = true;
   // Tensors one layer hands to the next within the call (e.g. a mechanism's side stream).
   std::map<std::string, torch::Tensor> carry;
 };

@@ -20,6 +20,7 @@ void ModelState::detach_() {
 ModelState ModelState::clone() const {
   ModelState m;
   m.tokens = tokens;
+  m.hand_on = hand_on;
   m.head = head.clone();
   for (auto& s : layers) m.layers.push_back(s.clone());
   return m;
@@ -104,6 +105,7 @@ torch::Tensor CausalLMImpl::hidden(const torch::Tensor& tokens, ModelState& stat
             " layers, model has ", cfg_.n_layers);
   StepContext ctx;
   ctx.training = training;
+  ctx.hand_on = state.hand_on;
   auto h = model->embed_tokens(tokens);
   for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->forward(h, state.layers[i], ctx);
   state.tokens += tokens.size(1);

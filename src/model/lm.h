@@ -17,6 +17,9 @@ struct ModelState {
   std::vector<State> layers;
   State head;          // model-level state (e.g. a final norm with running statistics)
   int64_t tokens = 0;  // tokens fed so far
+  // False when the caller drops this state after the call (a training row): mixers may then
+  // skip computing what they would hand on to a next call.
+  bool hand_on = true;
   int64_t bytes() const;
   void detach_();
   ModelState clone() const;

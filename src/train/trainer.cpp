@@ -250,6 +250,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
       auto batch = sampler.get(step, micro);
       auto st = model->new_state();
+      st.hand_on = false;  // each row starts and ends here
       auto logits = model->forward(batch.x.to(device), st, /*training=*/true);
       auto flat = logits.reshape({-1, logits.size(-1)});
       torch::Tensor loss;
