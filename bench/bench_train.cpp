@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   auto x = torch::randint(0, cfg.model.vocab_size, {B, T}), y = torch::randint(0, cfg.model.vocab_size, {B, T});
   auto step = [&] {
     auto st = m->new_state();
+    st.hand_on = false;  // as the trainer does: each row's state is dropped
     auto l = m->forward(x, st, true);
     torch::nn::functional::cross_entropy(l.reshape({-1, l.size(-1)}), y.reshape({-1})).backward();
     opt.step(1e-4);

@@ -83,18 +83,10 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   auto M = state.at("M"), z = state.at("z");
   LCX_CHECK(M.size(0) == B, "infini_attention: state has batch ", M.size(0), ", input has ", B);
 
-  // The partial segment: without autograd in fixed [B,H,N,d] buffers (state bytes constant);
-  // under autograd as exact tensors so gradients flow through them.
+  // The partial segment (SegmentBuffer: fixed buffers without autograd, exact tensors with it).
   const bool graph = torch::GradMode::is_enabled();
-  const char* names[3] = {"k", "v", "sk"};
-  if (!graph && (!state.has("k") || state.at("k").size(2) != N)) {
-    for (int i = 0; i < 3; ++i) {
-      auto opts = x.options().dtype(i == 2 ? mdt : dt);
-      auto buf = torch::zeros({B, H, N, d}, opts);
-      if (fill > 0) buf.narrow(2, 0, fill).copy_(state.at(names[i]).narrow(2, 0, fill));
-      state.set(names[i], buf);
-    }
-  }
+  SegmentBuffer held(state, {"k", "v", "sk"}, N);
+  held.reserve({kr, v, sk}, fill);
 
   const double scale = 1.0 / std::sqrt(double(d));
   auto gate = torch::sigmoid(memory_gate).to(dt).view({1, H, 1, 1});
@@ -102,9 +94,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   int64_t updates = pos0 / N;
   for (int64_t t = 0; t < T;) {
     const int64_t len = std::min(N - fill, T - t);
-    torch::Tensor seg[3] = {kr.narrow(2, t, len), v.narrow(2, t, len), sk.narrow(2, t, len)};
-    if (fill > 0)
-      for (int i = 0; i < 3; ++i) seg[i] = torch::cat({state.at(names[i]).narrow(2, 0, fill), seg[i]}, 2);
+    auto seg = held.extend(fill, {kr.narrow(2, t, len), v.narrow(2, t, len), sk.narrow(2, t, len)});
     // Local causal attention: the query at segment offset fill+i sees keys 0..fill+i.
     auto scores = torch::matmul(qr.narrow(2, t, len), seg[0].transpose(-2, -1)) * scale;
     if (len > 1) {
@@ -126,16 +116,8 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
         M = M.detach();
         z = z.detach();
       }
-      if (graph)
-        for (auto n : names) state.erase(n);
-      fill = 0;
-    } else if (graph) {
-      for (int i = 0; i < 3; ++i) state.set(names[i], seg[i]);
-      fill += len;
-    } else {
-      for (int i = 0; i < 3; ++i) state.at(names[i]).narrow(2, fill, len).copy_(seg[i].narrow(2, fill, len));
-      fill += len;
     }
+    fill = held.advance(fill, len, seg);
     t += len;
   }
   state.set("M", M);

@@ -211,15 +211,8 @@ torch::Tensor MegalodonMixer::chunk_attention(const torch::Tensor& q, const torc
   auto v4 = v.reshape({B, T, H, dv}).transpose(1, 2);
   AttentionOptions ao;
   ao.scale = 1.0;
-  const bool graph = torch::GradMode::is_enabled();
-  const char* names[2] = {"k", "v"};
-  if (!graph && (!state.has("k") || state.at("k").size(2) != C || state.at("k").size(0) != B)) {
-    for (int i = 0; i < 2; ++i) {
-      auto buf = torch::zeros({B, H, C, i == 0 ? dz : dv}, q.options());
-      if (fill > 0) buf.narrow(2, 0, fill).copy_(state.at(names[i]).narrow(2, 0, fill));
-      state.set(names[i], buf);
-    }
-  }
+  SegmentBuffer held(state, {"k", "v"}, C);
+  held.reserve({k4, v4}, fill);
   torch::Tensor out;
   if (fill == 0 && T % C == 0) {
     // Whole chunks: one batched attention over [B * chunks, H, C, d].
@@ -230,35 +223,16 @@ torch::Tensor MegalodonMixer::chunk_attention(const torch::Tensor& q, const torc
     auto pos = torch::arange(C, torch::kInt64);
     auto o = attention(rope_.apply(split(q4, dz), pos), rope_.apply(split(k4, dz), pos), split(v4, dv), pos, pos, ao);
     out = o.reshape({B, nc, H, C, dv}).permute({0, 2, 1, 3, 4}).reshape({B, H, T, dv});
-    if (graph) {
-      state.erase("k");
-      state.erase("v");
-    }
+    held.clear_if_graph();
   } else {
     std::vector<torch::Tensor> outs;
     for (int64_t t = 0; t < T;) {
       const int64_t len = std::min(C - fill, T - t);
       auto pos = torch::arange(fill, fill + len, torch::kInt64);
       auto qp = rope_.apply(q4.narrow(2, t, len), pos);
-      torch::Tensor seg[2] = {rope_.apply(k4.narrow(2, t, len), pos), v4.narrow(2, t, len)};
-      if (fill > 0)
-        for (int i = 0; i < 2; ++i) seg[i] = torch::cat({state.at(names[i]).narrow(2, 0, fill), seg[i]}, 2);
+      auto seg = held.extend(fill, {rope_.apply(k4.narrow(2, t, len), pos), v4.narrow(2, t, len)});
       outs.push_back(attention(qp, seg[0], seg[1], pos, torch::arange(fill + len, torch::kInt64), ao));
-      if (fill + len == C) {
-        if (graph) {
-          state.erase("k");
-          state.erase("v");
-        }
-        fill = 0;
-      } else {
-        for (int i = 0; i < 2; ++i) {
-          if (graph)
-            state.set(names[i], seg[i]);
-          else
-            state.at(names[i]).narrow(2, fill, len).copy_(seg[i].narrow(2, fill, len));
-        }
-        fill += len;
-      }
+      fill = held.advance(fill, len, seg);
       t += len;
     }
     out = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);

@@ -104,4 +104,47 @@ int64_t KVCache::length(const State& s, const std::string& prefix) {
   return k.defined() ? k.size(2) : 0;
 }
 
+SegmentBuffer::SegmentBuffer(State& s, std::vector<std::string> names, int64_t segment)
+    : s_(s), names_(std::move(names)), n_(segment), graph_(torch::GradMode::is_enabled()) {}
+
+void SegmentBuffer::reserve(const std::vector<torch::Tensor>& examples, int64_t fill) {
+  LCX_CHECK(examples.size() == names_.size(), "SegmentBuffer: ", examples.size(), " examples for ", names_.size(),
+            " names");
+  if (graph_) return;
+  const auto& first = examples[0];
+  if (s_.has(names_[0]) && s_.at(names_[0]).size(2) == n_ && s_.at(names_[0]).size(0) == first.size(0)) return;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    const auto& e = examples[i];
+    auto buf = torch::zeros({e.size(0), e.size(1), n_, e.size(3)}, e.options());
+    if (fill > 0) buf.narrow(2, 0, fill).copy_(s_.at(names_[i]).narrow(2, 0, fill));
+    s_.set(names_[i], buf);
+  }
+}
+
+std::vector<torch::Tensor> SegmentBuffer::extend(int64_t fill, const std::vector<torch::Tensor>& pieces) const {
+  std::vector<torch::Tensor> seg = pieces;
+  if (fill > 0)
+    for (size_t i = 0; i < names_.size(); ++i) seg[i] = torch::cat({s_.at(names_[i]).narrow(2, 0, fill), pieces[i]}, 2);
+  return seg;
+}
+
+int64_t SegmentBuffer::advance(int64_t fill, int64_t len, const std::vector<torch::Tensor>& seg) {
+  if (fill + len == n_) {
+    clear_if_graph();
+    return 0;
+  }
+  for (size_t i = 0; i < names_.size(); ++i) {
+    if (graph_)
+      s_.set(names_[i], seg[i]);
+    else
+      s_.at(names_[i]).narrow(2, fill, len).copy_(seg[i].narrow(2, fill, len));
+  }
+  return fill + len;
+}
+
+void SegmentBuffer::clear_if_graph() {
+  if (graph_)
+    for (auto& n : names_) s_.erase(n);
+}
+
 }  // namespace longctx

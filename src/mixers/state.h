@@ -47,4 +47,34 @@ struct KVCache {
   static int64_t length(const State& s, const std::string& prefix);
 };
 
+// The tokens of a segment that is not complete yet (Infini-attention's segment, MEGALODON's
+// chunk), as named [B, H, *, d] tensors. Without autograd they live in fixed buffers of N slots,
+// so state bytes stay constant while the segment fills; under autograd they are kept as the
+// exact concatenations, so gradients flow through them. Per piece of input:
+//   SegmentBuffer buf(state, {"k", "v"}, N);
+//   buf.reserve(examples, fill);                // once per call
+//   auto seg = buf.extend(fill, pieces);        // the segment so far, this piece included
+//   fill = buf.advance(fill, len, seg);         // stores it, or clears it when complete
+class SegmentBuffer {
+ public:
+  SegmentBuffer(State& s, std::vector<std::string> names, int64_t segment);
+  // Without autograd: makes the fixed buffers (shapes and dtypes of `examples`, batch included),
+  // keeping the first `fill` entries of what the state held.
+  void reserve(const std::vector<torch::Tensor>& examples, int64_t fill);
+  // [held[:fill]; piece] per name.
+  std::vector<torch::Tensor> extend(int64_t fill, const std::vector<torch::Tensor>& pieces) const;
+  // Records that `len` tokens were added to the `fill` held (seg as extend returned it) and
+  // returns the new fill: 0 when the segment completed (its tensors are then dropped under
+  // autograd; the fixed buffers are reused).
+  int64_t advance(int64_t fill, int64_t len, const std::vector<torch::Tensor>& seg);
+  // Drops the held tensors under autograd (after a call that ended on a segment boundary).
+  void clear_if_graph();
+
+ private:
+  State& s_;
+  std::vector<std::string> names_;
+  int64_t n_;
+  bool graph_;
+};
+
 }  // namespace longctx
