@@ -152,6 +152,18 @@ std::pair<torch::Tensor, torch::Tensor> BatchSampler::get(int64_t step, int64_t 
   return {x, y};
 }
 
+torch::Tensor BatchSampler::boundary(int64_t step, int64_t micro) const {
+  auto m = torch::zeros({b_, t_}, torch::kBool);
+  if (s_.boundary.size() != s_.tokens.size()) return m;
+  auto ma = m.accessor<bool, 2>();
+  uint64_t range = s_.tokens.size() - t_ - 1;
+  for (int64_t b = 0; b < b_; ++b) {
+    uint64_t off = mix_seed(seed_, static_cast<uint64_t>(step), static_cast<uint64_t>(micro * b_ + b)) % (range + 1);
+    for (int64_t t = 0; t < t_; ++t) ma[b][t] = s_.boundary[off + t + 1] != 0;
+  }
+  return m;
+}
+
 std::vector<std::pair<torch::Tensor, torch::Tensor>> sequential_batches(const TokenStream& s, int64_t batch,
                                                                         int64_t seq_len, int64_t max_batches) {
   std::vector<std::pair<torch::Tensor, torch::Tensor>> out;

@@ -32,12 +32,16 @@ std::vector<std::string> corpus_names();
 // Holds out `val_docs` documents chosen by a seeded shuffle of the sorted names.
 struct Split {
   std::vector<std::string> train, val;  // document names
+  std::vector<std::string> ref;         // held out for a reference model (train/data.h), else empty
 };
 Split split_by_document(const std::vector<Document>& docs, int64_t val_docs, uint64_t seed);
 
 // A token stream: the documents' tokens joined with a separator, plus document boundaries.
 struct TokenStream {
   std::vector<int64_t> tokens;
+  // 1 where a token is a separator or the first token of a document: predicting it crosses a
+  // document boundary (selective training leaves such targets out of its ranking).
+  std::vector<uint8_t> boundary;
   int64_t bytes = 0;  // UTF-8 bytes of the text behind the tokens (for bits per byte)
 };
 
@@ -48,6 +52,9 @@ class BatchSampler {
   BatchSampler(const TokenStream& stream, int64_t batch, int64_t seq_len, uint64_t seed);
   // Returns (inputs [B, T], targets [B, T]) as int64.
   std::pair<torch::Tensor, torch::Tensor> get(int64_t step, int64_t micro) const;
+  // [B, T] bool: the targets of get(step, micro) that lie on a document boundary (all false
+  // when the stream has no boundaries recorded).
+  torch::Tensor boundary(int64_t step, int64_t micro) const;
 
  private:
   const TokenStream& s_;

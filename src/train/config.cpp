@@ -19,6 +19,10 @@ nlohmann::json RunConfig::to_json() const {
                {"split_seed", data.split_seed},
                {"seq_len", data.seq_len},
                {"separator", data.separator}};
+  if (data.noise.share > 0)
+    j["data"]["noise"] = {{"share", data.noise.share}, {"seed", data.noise.seed}, {"kinds", data.noise.kinds}};
+  if (data.ref_docs > 0) j["data"]["ref_docs"] = data.ref_docs;
+  if (data.subset != "main") j["data"]["subset"] = data.subset;
   if (data.passkey.fraction > 0) {
     const auto& p = data.passkey;
     j["data"]["passkey"] = {{"fraction", p.fraction},         {"min_length", p.min_length},
@@ -51,6 +55,10 @@ nlohmann::json RunConfig::to_json() const {
   tr["param_groups"] = groups;
   tr["device"] = train.device;
   if (!train.init_from.empty()) tr["init_from"] = train.init_from;
+  if (train.selective.enabled())
+    tr["selective"] = {{"reference", train.selective.reference}, {"keep", train.selective.keep},
+                       {"select", train.selective.select}, {"cache", train.selective.cache}};
+  if (train.category_tokens > 0) tr["category_tokens"] = train.category_tokens;
   j["train"] = tr;
   return nlohmann::json(j);
 }
@@ -121,6 +129,28 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
       g.check(p.eval_samples >= 0, "eval_samples", p.eval_samples, "must be >= 0 (0 = no passkey evaluation)");
       g.done();
     }
+    if (f.has("noise")) {
+      auto g = f.sub("noise");
+      auto& n = c.data.noise;
+      n.share = g.get<double>("share", n.share);
+      g.check(n.share >= 0 && n.share <= 0.9, "share", n.share, "must be in [0, 0.9]");
+      n.seed = g.get<uint64_t>("seed", n.seed);
+      n.kinds = g.get<std::vector<std::string>>("kinds", n.kinds);
+      g.check(!n.kinds.empty(), "kinds", "[]", "must name at least one kind");
+      for (auto& k : n.kinds) {
+        const auto& all = NoiseConfig::all_kinds();
+        g.check(std::find(all.begin(), all.end(), k) != all.end(), "kinds", k,
+                "is not a noise kind (boilerplate, table, markup, shuffled)");
+      }
+      g.done();
+    }
+    c.data.ref_docs = f.get<int64_t>("ref_docs", c.data.ref_docs);
+    f.check(c.data.ref_docs >= 0, "ref_docs", c.data.ref_docs, "must be >= 0");
+    c.data.subset = f.get<std::string>("subset", c.data.subset);
+    f.check(c.data.subset == "main" || c.data.subset == "reference", "subset", c.data.subset,
+            "must be \"main\" or \"reference\"");
+    f.check(c.data.subset == "main" || c.data.ref_docs > 0, "subset", c.data.subset,
+            "needs data.ref_docs > 0 (the documents a reference model trains on)");
     f.done();
   }
   {
@@ -162,6 +192,22 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
     t.device = f.get<std::string>("device", t.device);
     f.check(t.device == "cpu" || t.device == "cuda", "device", t.device, "must be \"cpu\" or \"cuda\"");
     t.init_from = f.get<std::string>("init_from", "");
+    if (f.has("selective")) {
+      auto g = f.sub("selective");
+      auto& sl = t.selective;
+      sl.reference = g.get<std::string>("reference", "");
+      sl.keep = g.get<double>("keep", sl.keep);
+      g.check(sl.keep > 0 && sl.keep <= 1, "keep", sl.keep, "must be in (0, 1]");
+      sl.select = g.get<std::string>("select", sl.select);
+      g.check(sl.select == "excess" || sl.select == "random", "select", sl.select, "must be \"excess\" or \"random\"");
+      g.check(sl.select == "random" || !sl.reference.empty(), "reference", "\"\"",
+              "must name a model folder when select is \"excess\"");
+      sl.cache = g.get<std::string>("cache", "");
+      g.check(sl.cache.empty() || sl.select == "excess", "cache", sl.cache, "only applies to select = \"excess\"");
+      g.done();
+    }
+    t.category_tokens = f.get<int64_t>("category_tokens", t.category_tokens);
+    f.check(t.category_tokens >= 0, "category_tokens", t.category_tokens, "must be >= 0");
     auto groups = f.raw("param_groups");
     if (!groups.is_null()) {
       LCX_CHECK(groups.is_array(), where, ": field 'train.param_groups' must be an array");

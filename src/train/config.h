@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "text/noise.h"
 
 namespace longctx {
 
@@ -42,12 +43,33 @@ struct DataConfig {
   int64_t seq_len = 256;
   std::string separator = "\n\n";             // between documents in the token stream
   PasskeyMixConfig passkey;
+  // Low-value text mixed into the training documents (text/noise.h); never into validation.
+  NoiseConfig noise;
+  // Documents of the first corpus held out, after the validation ones, as a small clean set
+  // for a reference model (selective training). `subset` picks what a run trains on:
+  // "main" = every training document except those (noise added), "reference" = those only.
+  int64_t ref_docs = 0;
+  std::string subset = "main";
 };
 
 struct ParamGroupRule {
   std::string match;          // substring of the parameter name
   double lr_scale = 1.0;      // group lr = train.lr * lr_scale (follows the schedule)
   double weight_decay = 0.0;
+};
+
+// RHO-1 selective language modeling (MECHANISMS.md section 9): each micro-batch keeps the
+// ceil(keep * n) of its n scorable targets with the highest excess loss (this model's loss
+// minus the reference model's) and averages the loss over those only. select = "random" keeps a
+// random ceil(keep * n) instead (the control; no reference needed).
+struct SelectiveConfig {
+  std::string reference;       // model folder (config.json + model.safetensors); "" with select = random
+  double keep = 0.6;           // k in (0, 1]
+  std::string select = "excess";
+  // Reference losses of every training batch, computed once before training and reused by
+  // runs with the same data and batches ("" = computed on the fly each step).
+  std::string cache;
+  bool enabled() const { return !reference.empty() || select == "random"; }
 };
 
 struct TrainConfig {
@@ -71,6 +93,10 @@ struct TrainConfig {
   // Start from these weights (a model or checkpoint folder with model.safetensors) instead of
   // a fresh initialisation; the optimizer starts fresh. Ignored when resuming.
   std::string init_from;
+  SelectiveConfig selective;
+  // Per-token losses of a fixed probe of training tokens at every evaluation, and the shares
+  // of RHO-1's token categories (H->H, L->H, H->L, L->L) between the evaluations so far.
+  int64_t category_tokens = 0;  // probe size; 0 = off
 };
 
 struct RunConfig {

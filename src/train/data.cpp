@@ -8,8 +8,15 @@
 namespace longctx {
 
 nlohmann::json RunData::split_json() const {
-  return {{"train", split.train}, {"val", split.val}, {"train_tokens", train.tokens.size()},
-          {"val_tokens", val.tokens.size()}, {"train_bytes", train.bytes}, {"val_bytes", val.bytes}};
+  nlohmann::json j = {{"train", split.train}, {"val", split.val}, {"train_tokens", train.tokens.size()},
+                      {"val_tokens", val.tokens.size()}, {"train_bytes", train.bytes}, {"val_bytes", val.bytes}};
+  if (!split.ref.empty()) j["ref"] = split.ref;
+  if (noise.total_noise() > 0) {
+    j["noise_bytes"] = noise.noise_bytes;
+    j["clean_bytes"] = noise.clean_bytes;
+    j["noise_share"] = double(noise.total_noise()) / double(noise.total_noise() + noise.clean_bytes);
+  }
+  return j;
 }
 
 TokenStream tokenize_documents(const std::vector<const Document*>& docs, const Tokenizer& tok,
@@ -19,7 +26,10 @@ TokenStream tokenize_documents(const std::vector<const Document*>& docs, const T
   for (auto* d : docs) {
     auto ids = tok.encode(d->text);
     s.tokens.insert(s.tokens.end(), ids.begin(), ids.end());
+    s.boundary.push_back(1);
+    s.boundary.resize(s.tokens.size(), 0);
     s.tokens.insert(s.tokens.end(), sep.begin(), sep.end());
+    s.boundary.resize(s.tokens.size(), 1);
     s.bytes += static_cast<int64_t>(d->text.size() + separator.size());
   }
   return s;
@@ -27,24 +37,45 @@ TokenStream tokenize_documents(const std::vector<const Document*>& docs, const T
 
 RunData prepare_data(const DataConfig& d, const Tokenizer& tok) {
   RunData r;
-  std::vector<Document> all;
-  std::vector<const Document*> tr, va;
   std::vector<std::vector<Document>> corpora;
   for (auto& name : d.train) corpora.push_back(load_corpus(name));
   r.split = split_by_document(corpora[0], d.val_docs, d.split_seed);
-  std::set<std::string> val(r.split.val.begin(), r.split.val.end());
+  if (d.ref_docs > 0) {
+    // The reference set: a second seeded draw among the first corpus's training documents.
+    std::vector<Document> rest;
+    for (auto& doc : corpora[0])
+      if (std::binary_search(r.split.train.begin(), r.split.train.end(), doc.name)) rest.push_back(doc);
+    LCX_CHECK(d.ref_docs < static_cast<int64_t>(rest.size()), "data.ref_docs = ", d.ref_docs, " leaves no training documents (",
+              rest.size(), " after the validation split)");
+    auto rs = split_by_document(rest, d.ref_docs, mix_seed(d.split_seed, 0x7265665f64));
+    r.split.ref = rs.val;
+    r.split.train = rs.train;
+  }
+  std::set<std::string> val(r.split.val.begin(), r.split.val.end()), ref(r.split.ref.begin(), r.split.ref.end());
+  std::vector<const Document*> tr, va;
+  std::vector<Document> noisy;  // owns the noisy copies
   for (size_t c = 0; c < corpora.size(); ++c)
     for (auto& doc : corpora[c]) {
       if (c == 0 && val.count(doc.name)) va.push_back(&doc);
-      else tr.push_back(&doc);
+      else if (d.subset == "reference" ? (c == 0 && ref.count(doc.name)) : !(c == 0 && ref.count(doc.name)))
+        tr.push_back(&doc);
     }
-  for (size_t c = 1; c < corpora.size(); ++c)
-    for (auto& doc : corpora[c]) r.split.train.push_back(doc.name);
+  if (d.subset == "main") {
+    for (size_t c = 1; c < corpora.size(); ++c)
+      for (auto& doc : corpora[c]) r.split.train.push_back(doc.name);
+  } else {
+    r.split.train = r.split.ref;
+  }
+  if (d.subset == "main" && d.noise.share > 0) {
+    noisy.reserve(tr.size());
+    for (auto* doc : tr) noisy.push_back({doc->name, add_noise(*doc, d.noise, &r.noise)});
+    tr.clear();
+    for (auto& doc : noisy) tr.push_back(&doc);
+  }
   r.train = tokenize_documents(tr, tok, d.separator);
   r.val = tokenize_documents(va, tok, d.separator);
   return r;
 }
-
 
 TrainBatches::TrainBatches(const DataConfig& d, const TokenStream& train, const Tokenizer& tok, int64_t batch,
                            uint64_t seed)
@@ -67,8 +98,10 @@ int64_t TrainBatches::max_prompt_length(int64_t step) const {
 
 Batch TrainBatches::get(int64_t step, int64_t micro) const {
   auto [x, y] = text_.get(step, micro);
+  auto valid = ~text_.boundary(step, micro);
   const auto& p = d_.passkey;
-  if (p.fraction <= 0) return {x, y, {}};
+  if (p.fraction <= 0) return {x, y, {}, valid};
+  auto va = valid.accessor<bool, 2>();
   const int64_t T = d_.seq_len;
   auto w = torch::ones({b_, T}, torch::kFloat32);
   auto xa = x.accessor<int64_t, 2>(), ya = y.accessor<int64_t, 2>();
@@ -107,9 +140,10 @@ Batch TrainBatches::get(int64_t step, int64_t micro) const {
       xa[b][t] = row[t];
       ya[b][t] = row[t + 1];
       wa[b][t] = wt[t + 1];
+      va[b][t] = wt[t + 1] > 0;
     }
   }
-  return {x, y, w};
+  return {x, y, w, valid};
 }
 
 }  // namespace longctx

@@ -12,6 +12,7 @@ namespace longctx {
 struct RunData {
   Split split;  // of the first corpus; the other corpora are all training data
   TokenStream train, val;
+  NoiseStats noise;  // of the training stream (data.noise)
   nlohmann::json split_json() const;
 };
 
@@ -22,6 +23,8 @@ RunData prepare_data(const DataConfig& d, const Tokenizer& tok);
 // One training batch: inputs, targets and per-target loss weights (undefined: all weigh 1).
 struct Batch {
   torch::Tensor x, y, w;  // [B, T] int64, int64, float32
+  torch::Tensor valid;    // [B, T] bool: targets that may be scored for selection (not on a
+                          // document boundary, not a zero-weight passkey token)
 };
 
 // The training batches of a run: random text windows (BatchSampler), and with data.passkey

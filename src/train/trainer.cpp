@@ -13,6 +13,8 @@
 #include "model/pretrained.h"
 #include "train/data.h"
 #include "train/optim.h"
+#include "train/selective.h"
+#include "io/safetensors.h"
 #include "util/error.h"
 #include "util/plot.h"
 #include "util/system.h"
@@ -98,6 +100,42 @@ void plot_log(const std::string& out) {
     g.ylabel = "value (sigmoid of the memory gate)";
     write_file_atomic(out + "/mixers.svg", svg_line_plot(v, g));
   }
+  // RHO-1 token categories (train.category_tokens) and kept/unkept losses (train.selective).
+  std::map<std::string, Series> cats, sel;
+  f.clear();
+  f.seekg(0);
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;
+    if (j.contains("categories"))
+      for (auto& [name, v] : j["categories"].items()) {
+        cats[name].label = name;
+        cats[name].points.push_back({j["step"].get<double>(), 100 * v.get<double>()});
+      }
+    for (const char* k : {"kept_loss", "unkept_loss"})
+      if (j.contains(k)) {
+        sel[k].label = std::string(k) == "kept_loss" ? "kept tokens" : "unkept tokens";
+        sel[k].points.push_back({j["step"].get<double>(), j[k].get<double>()});
+      }
+  }
+  if (!cats.empty()) {
+    std::vector<Series> v;
+    for (auto& [n, sr] : cats) v.push_back(sr);
+    PlotOptions g;
+    g.title = "token categories since the first evaluation: " + fs::path(out).filename().string();
+    g.xlabel = "step";
+    g.ylabel = "% of probe tokens";
+    write_file_atomic(out + "/categories.svg", svg_line_plot(v, g));
+  }
+  if (!sel.empty()) {
+    std::vector<Series> v;
+    for (auto& [n, sr] : sel) v.push_back(sr);
+    PlotOptions g;
+    g.title = "selective training, loss by side: " + fs::path(out).filename().string();
+    g.xlabel = "step";
+    g.ylabel = "loss (nats per token)";
+    write_file_atomic(out + "/selection.svg", svg_line_plot(v, g));
+  }
   PlotOptions o;
   o.title = "training loss: " + fs::path(out).filename().string();
   o.xlabel = "step";
@@ -116,6 +154,21 @@ void truncate_log(const std::string& path, int64_t step) {
   }
   f.close();
   write_file_atomic(path, kept);
+}
+
+std::string fnv_hex(const std::string& bytes) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
+}
+
+// The probe of the token categories: windows spread evenly over the training stream.
+std::vector<std::pair<torch::Tensor, torch::Tensor>> probe_batches(const TokenStream& s, int64_t tokens, int64_t batch,
+                                                                   int64_t seq) {
+  int64_t nb = (tokens + batch * seq - 1) / (batch * seq);
+  return sequential_batches(s, batch, seq, nb);
 }
 
 }  // namespace
@@ -152,6 +205,9 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
 
   auto data = prepare_data(cfg.data, *tok);
   TrainBatches sampler(cfg.data, data.train, *tok, t.batch_size, t.seed);
+  const auto& sel = t.selective;
+  LCX_CHECK(!sel.enabled() || cfg.data.passkey.fraction <= 0,
+            "train.selective cannot be combined with data.passkey (weighted passkey losses)");
   torch::Device device(torch::kCPU);
   if (t.device == "cuda") {
     LCX_CHECK(torch::cuda::is_available(), "train.device is \"cuda\" but this libtorch sees no CUDA device");
@@ -167,6 +223,50 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     return n;
   };
   double bytes_per_token = double(data.val.bytes) / double(std::max<size_t>(1, data.val.tokens.size()));
+
+  // The reference model of selective training: frozen, evaluated without gradients.
+  Pretrained ref;
+  if (sel.enabled() && !sel.reference.empty()) {
+    ref = load_pretrained(sel.reference);
+    LCX_CHECK(ref.tokenizer->vocab_size() == tok->vocab_size() && ref.model_config.vocab_size == cfg.model.vocab_size,
+              "train.selective.reference: ", sel.reference, " has vocabulary ", ref.model_config.vocab_size,
+              " (tokenizer ", ref.tokenizer->vocab_size(), "), this run ", cfg.model.vocab_size, " (tokenizer ",
+              tok->vocab_size(), ")");
+    ref.model->to(device);
+    ref.model->eval();
+    for (auto& p : ref.model->parameters()) p.set_requires_grad(false);
+  }
+  std::unique_ptr<ReferenceLossCache> ref_cache;
+  if (ref.model && !sel.cache.empty()) {
+    std::string key = fnv_hex(read_file(sel.reference + "/model.safetensors")) + ":" +
+                      fnv_hex(nlohmann::json(cfg.to_json()["data"]).dump()) + ":seed=" + std::to_string(t.seed);
+    ref_cache = std::make_unique<ReferenceLossCache>(sel.cache, key, t.steps, t.grad_accum, t.batch_size, cfg.data.seq_len);
+    if (!ref_cache->load()) {
+      double t0 = now_seconds();
+      Progress pb("reference losses", t.steps);
+      for (int64_t s = 0; s < t.steps; ++s) {
+        for (int64_t m = 0; m < t.grad_accum; ++m) {
+          auto b = sampler.get(s, m);
+          ref_cache->set(s, m, token_losses(ref.model, b.x, b.y));
+        }
+        if (!opt.quiet) pb.update(s + 1);
+      }
+      ref_cache->save();
+      if (!opt.quiet) {
+        pb.finish();
+        std::fprintf(stderr, "reference losses of %lld steps cached in %s (%.1f s)\n", (long long)t.steps,
+                     sel.cache.c_str(), now_seconds() - t0);
+      }
+    } else if (!opt.quiet) {
+      std::fprintf(stderr, "reference losses read from %s\n", sel.cache.c_str());
+    }
+  }
+  // Token categories: a fixed probe of training tokens, scored at every evaluation.
+  auto probe = t.category_tokens > 0 ? probe_batches(data.train, t.category_tokens, t.batch_size, cfg.data.seq_len)
+                                     : decltype(val_batches)();
+  std::vector<double> probe_steps;
+  std::vector<torch::Tensor> probe_losses;
+  const std::string probe_path = opt.out + "/probe_losses.safetensors";
 
   torch::manual_seed(t.seed);
   CausalLM model(cfg.model);
@@ -187,6 +287,13 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     start = st["step"].get<int64_t>();
     LCX_CHECK(opt_.steps() == start, ck, ": optimizer step ", opt_.steps(), " != trainer step ", start);
     truncate_log(log_path, start);
+    if (!probe.empty() && fs::exists(probe_path)) {
+      auto f = load_safetensors(probe_path);
+      for (auto& [name, tensor] : f.tensors) {
+        double st = std::atof(name.c_str() + 5);  // "step_N"
+        if (st <= start) probe_steps.push_back(st), probe_losses.push_back(tensor.to(torch::kFloat32));
+      }
+    }
     if (!opt.quiet) std::fprintf(stderr, "resuming %s from step %lld\n", opt.out.c_str(), (long long)start);
   } else {
     if (!t.init_from.empty()) {
@@ -243,6 +350,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
   Progress bar("train", t.steps);
   double t_start = now_seconds(), t_log = t_start, loss_acc = 0, answer_acc = 0;
   int64_t answer_n = 0;
+  double kept_acc = 0, unkept_acc = 0, frac_acc = 0, ref_s = 0;
+  int64_t sel_n = 0;
   int64_t loss_n = 0, tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len;
   for (int64_t step = start; step < end; ++step) {
     double lr = lr_at(t, step);
@@ -254,7 +363,24 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
       auto logits = model->forward(batch.x.to(device), st, /*training=*/true);
       auto flat = logits.reshape({-1, logits.size(-1)});
       torch::Tensor loss;
-      if (batch.w.defined()) {  // weighted: passkey answers weigh more, unpredictable keys nothing
+      if (sel.enabled()) {  // RHO-1: the loss over the kept tokens only
+        auto per = torch::nn::functional::cross_entropy(
+            flat, batch.y.to(device).reshape({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+        auto valid = batch.valid.to(device).reshape({-1});
+        torch::Tensor mask;
+        if (sel.select == "random") {
+          mask = select_random(valid.cpu(), sel.keep, mix_seed(t.seed ^ 0x72616e64ull, step, micro)).to(device);
+        } else {
+          double r0 = now_seconds();
+          auto rl = ref_cache ? ref_cache->get(step, micro) : token_losses(ref.model, batch.x, batch.y);
+          ref_s += now_seconds() - r0;
+          mask = select_top(per.detach() - rl.to(device).reshape({-1}), valid, sel.keep);
+        }
+        auto r = masked_mean(per, mask, valid);
+        loss = r.loss;
+        kept_acc += r.kept_loss, unkept_acc += r.unkept_loss, frac_acc += double(r.kept) / double(per.numel());
+        ++sel_n;
+      } else if (batch.w.defined()) {  // weighted: passkey answers weigh more, unpredictable keys nothing
         auto w = batch.w.to(device).reshape({-1});
         auto per = torch::nn::functional::cross_entropy(
             flat, batch.y.to(device).reshape({-1}), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
@@ -292,6 +418,13 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
       if (!mix.empty()) line["mixers"] = mix;
       if (cfg.data.passkey.fraction > 0) line["passkey_max_length"] = sampler.max_prompt_length(step);
       if (answer_n > 0) line["answer_loss"] = answer_acc / answer_n;
+      if (sel_n > 0) {  // kept and unkept tokens' losses apart: the unkept ones are expected to rise
+        line["kept_loss"] = kept_acc / sel_n;
+        line["unkept_loss"] = unkept_acc / sel_n;
+        line["kept_fraction"] = frac_acc / sel_n;
+        if (ref.model) line["reference_s"] = ref_s;
+        kept_acc = unkept_acc = frac_acc = ref_s = 0, sel_n = 0;
+      }
       answer_acc = 0, answer_n = 0;
       log_line(line);
       char buf[96];
@@ -326,6 +459,22 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         }
         vline["passkey"] = acc;
         if (!opt.quiet) std::fprintf(stderr, "step %lld: passkey%s\n", (long long)done, msg.c_str());
+      }
+      if (!probe.empty()) {  // token categories between the evaluations so far
+        std::vector<torch::Tensor> parts;
+        for (auto& [x, y] : probe) parts.push_back(token_losses(model, x, y).reshape({-1}));
+        model->train();
+        probe_steps.push_back(double(done));
+        probe_losses.push_back(torch::cat(parts).cpu().to(torch::kFloat16).to(torch::kFloat32));  // as stored
+        std::vector<std::pair<std::string, torch::Tensor>> rows;
+        for (size_t i = 0; i < probe_steps.size(); ++i)
+          rows.push_back({"step_" + std::to_string(int64_t(probe_steps[i])), probe_losses[i].to(torch::kFloat16)});
+        save_safetensors(probe_path, rows, {{"format", "longctx-probe-losses"}});
+        vline["probe_loss"] = probe_losses.back().mean().item<double>();
+        if (probe_steps.size() >= 2) {
+          auto c = token_categories(probe_steps, probe_losses);
+          vline["categories"] = {{"H->H", c.hh}, {"L->H", c.lh}, {"H->L", c.hl}, {"L->L", c.ll}};
+        }
       }
       log_line(vline);
       if (!opt.quiet)
