@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-megalodon
+.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-megalodon recipe-rho1
 
 all: build
 
@@ -70,6 +70,12 @@ recipe-megalodon: data build-cli
 	$(LONGCTX) export --model runs/megalodon-tiny --out models/megalodon-tiny --dtype F16
 	$(LONGCTX) export --model runs/transformer-tiny-1k --out models/transformer-tiny-1k --dtype F16
 	LONGCTX=$(LONGCTX) ./scripts/megalodon_eval.sh runs/megalodon-tiny runs/transformer-tiny-1k runs/megalodon-eval
+
+# RHO-1 selective language modeling (docs/RESULTS.md): the reference on 40 clean held-out
+# addresses, then baseline / selective 60% / selective 70% / random 60% on the noisy stream, and
+# a MEGALODON baseline/selective pair; plots in runs/rho1-report. Resumes. About 75 minutes here.
+recipe-rho1: data build-cli
+	LONGCTX=$(LONGCTX) ./scripts/rho1.sh runs
 
 clean:
 	rm -rf $(BUILD)
