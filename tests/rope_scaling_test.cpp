@@ -2,6 +2,7 @@
 // Hugging Face's rope_scaling semantics), in float64, for a head dim of 64 and base 10000.
 #include <cmath>
 
+#include "model/lm.h"
 #include "nn/rope.h"
 #include "nn/rope_scaling.h"
 #include "test_util.h"
@@ -108,4 +109,87 @@ TEST(RopeScaling, HuggingFaceConfigRoundTripAndErrorsNameTheField) {
   expect_error([] {
     parse(R"({"rope_type": "longrope", "original_max_position_embeddings": 64, "short_factor": [1.0], "long_factor": [1.0, 2.0]})", 128);
   }, {"long_factor"});
+}
+
+TEST(RopeScaling, NHatKeepsTheFirstPositionsUnscaled) {
+  RopeOptions o;
+  o.dim = 16;
+  Rope plain(o), scaled(o);
+  scaled.set_scaling(torch::full({8}, 4.0, torch::kFloat64), 1.0, /*n_hat=*/8);
+  auto pos = torch::arange(0, 20, torch::kInt64);
+  auto a = scaled.angles(pos), p = plain.angles(pos);
+  EXPECT_TRUE(torch::equal(a.narrow(0, 0, 8), p.narrow(0, 0, 8)));
+  EXPECT_TRUE(torch::allclose(a.narrow(0, 8, 12), p.narrow(0, 8, 12) / 4.0));
+}
+
+namespace {
+ModelConfig scaled_model(const char* scaling, const char* mixer = R"({"type": "full_attention"})",
+                         double init_std = 0.02, int64_t layers = 2) {
+  auto j = json::parse(R"({"d_model": 32, "n_heads": 2, "d_ff": 48})");
+  j["n_layers"] = layers;
+  j["init_std"] = init_std;
+  j["mixer"] = json::parse(mixer);
+  if (scaling) j["rope_scaling"] = json::parse(scaling);
+  return ModelConfig::from_json(j, "model.json");
+}
+}  // namespace
+
+TEST(RopeScaling, ModelConfigTakesHuggingFaceRopeScalingAndFactorOneChangesNothing) {
+  torch::NoGradGuard ng;
+  auto c = scaled_model(R"({"type": "linear", "factor": 1.0})");
+  EXPECT_EQ(c.rope_scaling["rope_type"], "linear");  // stored normalised
+  EXPECT_EQ(ModelConfig::from_json(c.to_json(), "again.json").to_json(), c.to_json());
+  auto plain = scaled_model(nullptr);
+  torch::manual_seed(4);
+  CausalLM a(plain);
+  torch::manual_seed(4);
+  CausalLM b(c);
+  auto x = torch::randint(0, 256, {1, 40});
+  auto sa = a->new_state(), sb = b->new_state();
+  EXPECT_TRUE(torch::equal(a->forward(x, sa), b->forward(x, sb)));
+  expect_error([] { scaled_model(R"({"rope_type": "linear", "factor": 2.0})", R"({"type": "megalodon", "z_dim": 16, "v_dim": 32, "chunk": 8, "groups": 4})"); },
+               {"model.json", "rope_scaling", "megalodon"});
+}
+
+TEST(RopeScaling, ACacheSpanningTheShortToLongSwitchIsReRotatedToMatchOneCall) {
+  // LongRoPE with original length 16: a 40-token input in one call uses the long factors for
+  // every key; streamed as 10 + 30 tokens, the first call rotates its keys with the short
+  // factors, and the second (spanning 40 > 16) must re-rotate them. Dynamic NTK changes its
+  // base with every call past the original length: the same must hold. One layer, so that the
+  // cached keys depend on the tokens alone: deeper layers' keys of the first 10 tokens come
+  // from hidden states computed under the short factors, which re-rotation does not redo
+  // (docs/DESIGN-NOTES.md).
+  torch::NoGradGuard ng;
+  const char* cases[] = {
+      R"({"rope_type": "longrope", "factor": 4.0, "original_max_position_embeddings": 16,
+          "short_factor": [1.0, 1.0, 1.1, 1.2, 1.3, 1.5, 1.8, 2.0],
+          "long_factor": [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0]})",
+      R"({"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 16})",
+  };
+  // Large weights (init_std 0.3) so that positions matter to the outputs.
+  for (auto sc : cases) {
+    auto cfg = scaled_model(sc, R"({"type": "full_attention"})", 0.3, 1);
+    torch::manual_seed(12);
+    CausalLM m(cfg);
+    auto x = torch::randint(0, 256, {2, 40});
+    auto s1 = m->new_state();
+    auto whole = m->forward(x, s1);
+    auto s2 = m->new_state();
+    m->forward(x.narrow(1, 0, 10), s2);
+    auto tail = m->forward(x.narrow(1, 10, 30), s2);
+    EXPECT_LT(max_abs_diff(tail, whole.narrow(1, 10, 30)), 1e-4) << sc;
+    // And the next call continues the one-call cache exactly (no switch in between).
+    auto more = torch::randint(0, 256, {2, 5});
+    EXPECT_LT(max_abs_diff(m->forward(more, s2), m->forward(more, s1)), 1e-4) << sc;
+  }
+  // Without the switch (all calls within the original length) nothing is re-rotated: the short
+  // factors hold, and they differ from the long ones (so the test above can fail).
+  auto cfg = scaled_model(cases[0], R"({"type": "full_attention"})", 0.3);
+  torch::manual_seed(12);
+  CausalLM m(cfg);
+  auto x = torch::randint(0, 256, {2, 40});
+  auto s = m->new_state();
+  auto short_out = m->forward(x.narrow(1, 0, 16), s);
+  auto s1 = m->new_state();
+  EXPECT_GT(max_abs_diff(short_out, m->forward(x, s1).narrow(1, 0, 16)), 1e-3);
 }

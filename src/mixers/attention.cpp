@@ -39,13 +39,37 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   const int64_t kvh = o_.n_kv_heads ? o_.n_kv_heads : o_.n_heads;
   const int64_t pos0 = state.counter("pos");
   auto pos = torch::arange(pos0, pos0 + T, torch::kInt64);
+  Rope rope = rope_;  // a copy per call: the plan depends on the call's length, not on the module
+  if (o_.scaling.active()) {
+    auto plan = o_.scaling.plan(dh_, o_.rope.base, pos0 + T);
+    rope.set_scaling(plan.lambda, plan.attention, o_.scaling.n_hat);
+    const int64_t was = state.counter("rope_len");  // the length whose plan rotated the cache
+    if (was > 0 && (state.has("k") || state.has("sink_k"))) {
+      auto old = o_.scaling.plan(dh_, o_.rope.base, was);
+      if (!torch::equal(old.lambda, plan.lambda) || old.attention != plan.attention) {
+        Rope from = rope_;
+        from.set_scaling(old.lambda, old.attention, o_.scaling.n_hat);
+        auto rerotate = [&](const std::string& name, int64_t first_pos) {
+          if (!state.has(name)) return;
+          auto& k = state.at(name);
+          auto kp = torch::arange(first_pos, first_pos + k.size(2), torch::kInt64);
+          auto turned = rope.rotate(k, rope.angles(kp) - from.angles(kp), plan.attention / old.attention);
+          if (torch::GradMode::is_enabled() && k.requires_grad()) k = turned;
+          else k.copy_(turned);
+        };
+        rerotate("sink_k", 0);
+        rerotate("k", pos0 - (state.has("k") ? state.at("k").size(2) : 0));
+      }
+    }
+    state.set_counter("rope_len", pos0 + T);
+  }
 
   // One GEMM for q, k and v (weights concatenated; the parameters keep their HF names).
   auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
   // split (not narrow): its backward is one cat instead of a zero-filled tensor per slice.
   auto qkv = torch::matmul(x, w.t()).view({B, T, o_.n_heads + 2 * kvh, dh_});
   auto parts = qkv.split_with_sizes({o_.n_heads + kvh, kvh}, 2);
-  auto qk_rot = rope_.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({o_.n_heads, kvh}, 2);
+  auto qk_rot = rope.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({o_.n_heads, kvh}, 2);
   auto qr = qk_rot[0].transpose(1, 2);  // [B, H, T, dh], q and k rotated in one pass
   auto k = qk_rot[1].transpose(1, 2);
   auto v = parts[1].transpose(1, 2);
@@ -74,7 +98,7 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   ao.q_block = o_.q_block;
   torch::Tensor q_sink;
   if (o_.window > 0 && o_.sinks > 0)
-    q_sink = rope_.apply(parts[0].narrow(2, 0, o_.n_heads), torch::clamp_max(pos, o_.sinks + o_.window - 1), 1)
+    q_sink = rope.apply(parts[0].narrow(2, 0, o_.n_heads), torch::clamp_max(pos, o_.sinks + o_.window - 1), 1)
                  .transpose(1, 2);
   auto y = attention(qr, keys, vals, pos, kpos, ao, q_sink);
   y = o_proj(y.transpose(1, 2).reshape({B, T, o_.n_heads * dh_}));

@@ -10,6 +10,7 @@
 #include "io/json_fields.h"
 #include "mixers/mixer.h"
 #include "nn/rope.h"
+#include "nn/rope_scaling.h"
 
 namespace longctx {
 
@@ -19,6 +20,13 @@ struct AttentionMixerOptions {
   int64_t sinks = 0;
   int64_t q_block = 256;
   RopeOptions rope;
+  // The RoPE-scaling family (PI, NTK, YaRN, LongRoPE). A call spanning positions [0, len) uses
+  // plan(len), as Hugging Face does per forward call; when the plan changes (dynamic NTK past
+  // the original length, LongRoPE's switch from short to long factors), the cached keys are
+  // re-rotated from the old plan to the new one, so a cache that spans the switch holds exactly
+  // the keys a single call over the whole sequence would have made (transformers#33129 garbled
+  // Phi-3's output by keeping keys rotated with the short factors).
+  RopeScaling scaling;
   static AttentionMixerOptions parse(Fields& f, int64_t d_model, int64_t n_heads, const RopeOptions& rope,
                                      bool sliding);
 };

@@ -4,6 +4,7 @@
 
 #include "io/json_fields.h"
 #include "model/factory.h"
+#include "nn/rope_scaling.h"
 
 namespace longctx {
 
@@ -19,6 +20,7 @@ nlohmann::json ModelConfig::to_json() const {
   j["init_std"] = init_std;
   j["rope_theta"] = rope_theta;
   j["rope_scaling"] = rope_scaling;
+  if (max_position_embeddings > 0) j["max_position_embeddings"] = max_position_embeddings;
   j["mixer"] = mixer;
   return nlohmann::json(j);
 }
@@ -44,8 +46,10 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& w
   f.check(c.init_std > 0, "init_std", c.init_std, "must be > 0");
   c.rope_theta = f.get<double>("rope_theta", c.rope_theta);
   f.check(c.rope_theta > 1, "rope_theta", c.rope_theta, "must be > 1");
-  c.rope_scaling = f.raw("rope_scaling");
-  LCX_CHECK(c.rope_scaling.is_null(), where, ": field 'model.rope_scaling' is not supported yet (must be null)");
+  c.max_position_embeddings = f.get<int64_t>("max_position_embeddings", 0);
+  f.check(c.max_position_embeddings >= 0, "max_position_embeddings", c.max_position_embeddings, "must be >= 0");
+  // Validated here and stored normalised (the same meaning, written the way to_json writes it).
+  c.rope_scaling = RopeScaling::parse(f.raw("rope_scaling"), c.max_position_embeddings, where).to_json();
   if (f.has("mixer")) {
     c.mixer = f.raw("mixer");
     LCX_CHECK(c.mixer.is_object() && c.mixer.contains("type") && c.mixer["type"].is_string(), where,

@@ -18,7 +18,10 @@ struct ModelConfig {
   bool tie_embeddings = false;
   double init_std = 0.02;     // GPT-2 init; output projections scaled by 1/sqrt(2 n_layers)
   double rope_theta = 10000;  // RoPE base
-  nlohmann::json rope_scaling;  // reserved for the RoPE-scaling family (null: none)
+  // Hugging Face's `rope_scaling` object (null: none), same fields and meaning (nn/rope_scaling.h);
+  // applies to the attention mixers' RoPE.
+  nlohmann::json rope_scaling;
+  int64_t max_position_embeddings = 0;  // HF's field; 0 = unset (longrope's default factor uses it)
   nlohmann::json mixer = {{"type", "full_attention"}};
 
   int64_t ffn_dim() const { return d_ff > 0 ? d_ff : ((8 * d_model / 3 + 31) / 32) * 32; }

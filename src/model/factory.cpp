@@ -21,6 +21,7 @@ std::shared_ptr<Mixer> attention_mixer(const ModelConfig& c, const std::string& 
   f.get<std::string>("type", "");
   auto o = AttentionMixerOptions::parse(f, c.d_model, c.n_heads, rope_of(c), sliding);
   f.done();
+  o.scaling = RopeScaling::parse(c.rope_scaling, c.max_position_embeddings, where);
   return std::make_shared<AttentionMixer>(o);
 }
 
@@ -79,7 +80,11 @@ void validate_mixer_config(const ModelConfig& c, const std::string& where) {
   torch::NoGradGuard ng;
   // Building one mixer runs its parser; the weights are small and discarded.
   ModelConfig probe = c;
-  find(c, where).make(probe, where);
+  auto& e = find(c, where);
+  LCX_CHECK(c.rope_scaling.is_null() || c.mixer_type() == "full_attention" || c.mixer_type() == "sliding_window",
+            where, ": field 'model.rope_scaling' applies to the attention mixers (full_attention, sliding_window), not '",
+            c.mixer_type(), "'");
+  e.make(probe, where);
 }
 
 std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer) {

@@ -10,35 +10,45 @@ Rope::Rope(RopeOptions o) : o_(o) {
   LCX_CHECK(o_.base > 1.0, "rope: base ", o_.base, " must be > 1");
   auto i = torch::arange(0, o_.dim / 2, torch::kFloat64);
   inv_freq_ = torch::pow(o_.base, -2.0 * i / double(o_.dim));
+  inv_freq_plain_ = inv_freq_;
 }
 
-void Rope::set_scaling(const torch::Tensor& factors, double attention_scale) {
+void Rope::set_scaling(const torch::Tensor& factors, double attention_scale, int64_t n_hat) {
   LCX_CHECK(factors.numel() == o_.dim / 2, "rope: ", factors.numel(), " scaling factors for ", o_.dim / 2,
             " frequencies");
-  auto i = torch::arange(0, o_.dim / 2, torch::kFloat64);
-  inv_freq_ = torch::pow(o_.base, -2.0 * i / double(o_.dim)) / factors.to(torch::kFloat64);
+  LCX_CHECK(n_hat >= 0, "rope: n_hat ", n_hat, " must be >= 0");
+  inv_freq_ = inv_freq_plain_ / factors.to(torch::kFloat64);
   attn_scale_ = attention_scale;
+  n_hat_ = n_hat;
 }
 
 torch::Tensor Rope::angles(const torch::Tensor& pos) const {
-  return pos.to(torch::kFloat64).unsqueeze(-1) * inv_freq_.unsqueeze(0);
+  auto p = pos.to(torch::kFloat64).unsqueeze(-1);
+  auto a = p * inv_freq_.unsqueeze(0);
+  if (n_hat_ > 0) a = torch::where(p < double(n_hat_), p * inv_freq_plain_.unsqueeze(0), a);
+  return a;
 }
 
 torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos, int64_t time_dim) const {
   int64_t td = time_dim < 0 ? x.dim() + time_dim : time_dim;
+  LCX_CHECK(pos.numel() == x.size(td), "rope: ", pos.numel(), " positions for ", x.size(td), " tokens");
+  return rotate(x, angles(pos), attn_scale_, time_dim);
+}
+
+torch::Tensor Rope::rotate(const torch::Tensor& x, const torch::Tensor& ang, double scale, int64_t time_dim) const {
+  int64_t td = time_dim < 0 ? x.dim() + time_dim : time_dim;
   int64_t T = x.size(td), d = x.size(-1);
   LCX_CHECK(d == o_.dim, "rope: input has ", d, " channels, rope dim is ", o_.dim);
-  LCX_CHECK(pos.numel() == T, "rope: ", pos.numel(), " positions for ", T, " tokens");
-  auto ang = angles(pos);  // [T, d/2], float64
+  LCX_CHECK(ang.size(0) == T, "rope: ", ang.size(0), " angle rows for ", T, " tokens");
   if (x.dim() == 4 && td == 1)  // [B, T, H, d]: the fused kernel (one pass forward and backward)
-    return fused_rope(x, torch::cos(ang) * attn_scale_, torch::sin(ang) * attn_scale_, o_.interleaved);
+    return fused_rope(x, torch::cos(ang) * scale, torch::sin(ang) * scale, o_.interleaved);
   // cos/sin over all d channels, shaped to broadcast against x along its time dimension.
   auto full = o_.interleaved ? ang.repeat_interleave(2, -1) : torch::cat({ang, ang}, -1);  // [T, d]
   std::vector<int64_t> shape(x.dim(), 1);
   shape[td] = T;
   shape.back() = d;
-  auto cos = (torch::cos(full) * attn_scale_).to(x.device(), x.scalar_type()).view(shape);
-  auto sin = (torch::sin(full) * attn_scale_).to(x.device(), x.scalar_type()).view(shape);
+  auto cos = (torch::cos(full) * scale).to(x.device(), x.scalar_type()).view(shape);
+  auto sin = (torch::sin(full) * scale).to(x.device(), x.scalar_type()).view(shape);
   torch::Tensor rot;  // the partner channel with its sign: (-x2, x1)
   if (!o_.interleaved) {
     rot = torch::cat({-x.narrow(-1, d / 2, d / 2), x.narrow(-1, 0, d / 2)}, -1);

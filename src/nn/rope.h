@@ -22,12 +22,18 @@ class Rope {
   torch::Tensor angles(const torch::Tensor& pos) const;
   const RopeOptions& options() const { return o_; }
   torch::Tensor inv_freq() const { return inv_freq_; }  // float64 [dim/2]
-  void set_scaling(const torch::Tensor& factors, double attention_scale);
+  // Divides frequency i by factors[i] and multiplies cos and sin by attention_scale; positions
+  // below n_hat keep the unscaled frequencies (LongRoPE's n-hat).
+  void set_scaling(const torch::Tensor& factors, double attention_scale, int64_t n_hat = 0);
+  double attention_scale() const { return attn_scale_; }
+  // Rotates x by explicit angles [T, dim/2] (float64) with cos and sin multiplied by `scale`.
+  torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& ang, double scale, int64_t time_dim = -2) const;
 
  private:
   RopeOptions o_;
-  torch::Tensor inv_freq_;
+  torch::Tensor inv_freq_, inv_freq_plain_;
   double attn_scale_ = 1.0;
+  int64_t n_hat_ = 0;
 };
 
 }  // namespace longctx
