@@ -1,0 +1,107 @@
+// LongRoPE's search: every candidate keeps the paper's constraints, and a fixed-seed search is
+// reproducible (and resumes to the same result).
+#include "io/fs.h"
+#include "model/pretrained.h"
+#include "search/longrope.h"
+#include "test_util.h"
+#include "train/trainer.h"
+
+using namespace longctx;
+using namespace longctx::testing;
+using nlohmann::json;
+
+namespace {
+const std::vector<int64_t> kNHat = {0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 64, 128, 256};
+
+LongRopeCandidate random_valid(std::mt19937_64& rng, int64_t h, double cap) {
+  LongRopeCandidate c;
+  double v = 1.0;
+  for (int64_t i = 0; i < h; ++i) {
+    v = std::min(cap, v + 0.01 * double(rng() % 60));
+    c.lambda.push_back(std::round(v * 100) / 100);
+  }
+  c.n_hat = kNHat[rng() % kNHat.size()];
+  return c;
+}
+
+// A tiny trained model (W = 32) to search on.
+std::string tiny_model() {
+  static std::string dir;
+  if (!dir.empty()) return dir;
+  dir = temp_dir("longrope_model");
+  auto j = json::parse(R"({
+    "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64},
+    "data": {"train": ["sotu"], "val_docs": 3, "seq_len": 32},
+    "train": {"steps": 20, "batch_size": 8, "lr": 0.01, "warmup_steps": 2, "eval_every": 0,
+              "eval_batches": 1, "checkpoint_every": 0, "log_every": 10, "seed": 1}})");
+  train(RunConfig::from_json(j, "tiny"), TrainOptions{dir, false, 0, 0, true});
+  return dir;
+}
+}  // namespace
+
+TEST(LongRopeSearch, MutationAndCrossoverKeepEveryConstraint) {
+  std::mt19937_64 rng(5);
+  const double cap = 10.0;
+  for (int trial = 0; trial < 300; ++trial) {
+    auto a = random_valid(rng, 16, cap), b = random_valid(rng, 16, cap);
+    ASSERT_EQ(longrope_violation(a, cap, kNHat), "");
+    auto m = longrope_mutate(a, cap, 0.3, kNHat, rng());
+    auto c = longrope_crossover(a, b, 0.15, rng());
+    EXPECT_EQ(longrope_violation(m, cap, kNHat), "") << m.key();
+    EXPECT_EQ(longrope_violation(c, cap, kNHat), "") << c.key();
+  }
+  // The checker itself catches each kind of violation.
+  LongRopeCandidate bad;
+  bad.lambda = {1.0, 2.0, 1.5};
+  EXPECT_NE(longrope_violation(bad, cap, kNHat).find("decreases"), std::string::npos);
+  bad.lambda = {1.0, 1.005};
+  EXPECT_NE(longrope_violation(bad, cap, kNHat).find("grid"), std::string::npos);
+  bad.lambda = {0.5};
+  EXPECT_NE(longrope_violation(bad, cap, kNHat).find("outside"), std::string::npos);
+  bad.lambda = {1.0};
+  bad.n_hat = 3;
+  EXPECT_NE(longrope_violation(bad, cap, kNHat).find("n_hat"), std::string::npos);
+}
+
+TEST(LongRopeSearch, AFixedSeedSearchIsReproducibleResumesAndWritesAValidModel) {
+  auto model = tiny_model();
+  LongRopeSearchOptions o;
+  o.model = model;
+  o.target_length = 128;  // 4x W
+  o.population = 8, o.parents = 4, o.mutations = 3, o.crossovers = 3, o.iterations = 3, o.samples = 2;
+  o.seed = 7;
+  o.progress = false;
+  o.out = temp_dir("longrope_a");
+  auto a = search_longrope(o);
+  o.out = temp_dir("longrope_b");
+  auto b = search_longrope(o);
+  EXPECT_EQ(a.best.key(), b.best.key());
+  EXPECT_EQ(a.best_by_iteration, b.best_by_iteration);
+  // Best fitness never gets worse (the population keeps its best).
+  for (size_t i = 1; i < a.best_by_iteration.size(); ++i) EXPECT_LE(a.best_by_iteration[i], a.best_by_iteration[i - 1]);
+  EXPECT_EQ(longrope_violation(a.best, 1.25 * 4, kNHat), "");
+  // Resume: a search stopped after 1 iteration and continued ends where the whole one did.
+  o.out = temp_dir("longrope_c");
+  o.iterations = 1;
+  search_longrope(o);
+  o.iterations = 3;
+  auto c = search_longrope(o);
+  EXPECT_EQ(c.best.key(), a.best.key());
+  EXPECT_EQ(c.best_by_iteration, a.best_by_iteration);
+  // The output is a model folder whose config means the same in Hugging Face's terms.
+  auto p = load_pretrained(o.out);
+  auto sc = p.model_config.rope_scaling;
+  EXPECT_EQ(sc["rope_type"], "longrope");
+  EXPECT_EQ(sc["original_max_position_embeddings"], 32);
+  EXPECT_EQ(sc["long_factor"].get<std::vector<double>>(), a.best.lambda);
+  EXPECT_EQ(sc["short_factor"].size(), 8u);
+  // Another search in the same folder is refused rather than mixed in.
+  o.seed = 8;
+  expect_error([&] { search_longrope(o); }, {"search_state.json", "another search"});
+  // Short factors need long ones first.
+  LongRopeSearchOptions s = o;
+  s.model = model;
+  s.short_factors = true;
+  s.out = temp_dir("longrope_short");
+  expect_error([&] { search_longrope(s); }, {"no longrope long factors"});
+}
