@@ -1,5 +1,6 @@
 // LongRoPE's search: every candidate keeps the paper's constraints, and a fixed-seed search is
 // reproducible (and resumes to the same result).
+#include <random>
 #include "io/fs.h"
 #include "model/pretrained.h"
 #include "search/longrope.h"
