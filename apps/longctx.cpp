@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
   auto* cmp = app.add_subcommand("compare", "plot and tabulate runs (a log.jsonl metric against tokens) or eval ppl results (bits per byte against context)");
   std::string cmp_runs, cmp_ppl, cmp_labels, cmp_metric = "val_bpb", cmp_out, cmp_title;
   cmp->add_option("--runs", cmp_runs, "comma-separated run folders");
-  cmp->add_option("--ppl", cmp_ppl, "comma-separated `eval ppl --json` files");
+  cmp->add_option("--ppl", cmp_ppl, "comma-separated `eval ppl --json` files, one per series (a series may join several files with +)");
   cmp->add_option("--metric", cmp_metric, "log.jsonl key for --runs (val_bpb, val_loss, loss, answer_loss, ...)");
   cmp->add_option("--labels", cmp_labels, "comma-separated series names (default: folder or model names)");
   cmp->add_option("--title", cmp_title, "plot title");
@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
   slr->add_option("--out", lro.out, "output folder: the model with the factors in its config, and the search state")->required();
   slr->add_option("--target-length", lro.target_length, "tokens the long factors are searched for");
   slr->add_flag("--short", lro.short_factors, "search the short factors at the original length (the model must carry long factors)");
-  slr->add_option("--original-length", lro.original_length, "the trained context (default: the model's data.seq_len)");
+  slr->add_option("--original-length", lro.original_length, "the trained context (default: the model's rope_scaling original_max_position_embeddings, else data.seq_len)");
   slr->add_option("--iterations", lro.iterations, "iterations (paper: 40)");
   slr->add_option("--population", lro.population, "population (paper: 64)");
   slr->add_option("--parents", lro.parents, "parents kept per iteration (paper: 32)");

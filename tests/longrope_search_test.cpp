@@ -106,3 +106,40 @@ TEST(LongRopeSearch, AFixedSeedSearchIsReproducibleResumesAndWritesAValidModel) 
   s.out = temp_dir("longrope_short");
   expect_error([&] { search_longrope(s); }, {"no longrope long factors"});
 }
+
+TEST(LongRopeSearch, AProgressiveSearchKeepsTheOriginalLengthAndStartsFromThePreviousFactors) {
+  auto model = tiny_model();
+  LongRopeSearchOptions o;
+  o.model = model;
+  o.target_length = 128;  // 4x W
+  o.population = 6, o.parents = 3, o.mutations = 2, o.crossovers = 2, o.iterations = 1, o.samples = 1;
+  o.progress = false;
+  o.out = temp_dir("longrope_p4");
+  auto first = search_longrope(o);
+  // A model extended to 4x is searched again for 8x: W is still the original 32 (read from the
+  // model's rope_scaling, not from a longer data.seq_len), and its factors seed the population.
+  auto cfg = json::parse(read_file(o.out + "/config.json"));
+  cfg["data"]["seq_len"] = 128;  // as after a fine-tune at the extended length
+  write_file_atomic(o.out + "/config.json", cfg.dump(2));
+  LongRopeSearchOptions p = o;
+  p.model = o.out;
+  p.target_length = 256;
+  p.out = temp_dir("longrope_p8");
+  search_longrope(p);
+  auto st = json::parse(read_file(p.out + "/search_state.json"));
+  EXPECT_EQ(st["identity"]["original"], 32);
+  EXPECT_TRUE(st["seen"].contains(first.best.key())) << first.best.key();
+  auto sc = load_pretrained(p.out).model_config.rope_scaling;
+  EXPECT_EQ(sc["original_max_position_embeddings"], 32);
+  EXPECT_DOUBLE_EQ(sc["factor"].get<double>(), 8.0);
+  // Short factors for the 8x model: searched at W, the long factors kept as they were.
+  LongRopeSearchOptions s = o;
+  s.model = p.out;
+  s.short_factors = true;
+  s.out = temp_dir("longrope_p8_short");
+  auto sr = search_longrope(s);
+  auto ssc = load_pretrained(s.out).model_config.rope_scaling;
+  EXPECT_EQ(ssc["long_factor"], sc["long_factor"]);
+  EXPECT_EQ(ssc["short_factor"].get<std::vector<double>>(), sr.best.lambda);
+  EXPECT_EQ(longrope_violation(sr.best, 1.25, kNHat), "");
+}

@@ -36,3 +36,17 @@ TEST(Report, PplCurvesCountTheWholeDocumentAsItsTokens) {
   write_file_atomic(d + "/b.json", R"({"model": "m"})");
   expect_error([&] { ppl_curves({d + "/b.json"}, {}); }, {"b.json", "results"});
 }
+
+TEST(Report, PplSeriesJoinedByPlusTakesEveryFileSortedByContext) {
+  auto d = temp_dir("report_ppl_join");
+  write_file_atomic(d + "/m-2.json", R"({"model": "m", "results": [{"context": 256, "bits_per_byte": 2.5}]})");
+  write_file_atomic(d + "/m-1.json", R"({"model": "m", "results": [{"context": 128, "bits_per_byte": 2.0}]})");
+  auto s = ppl_curves({d + "/m-2.json+" + d + "/m-1.json", d + "/m-1.json"}, {"joined"});
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].label, "joined");
+  ASSERT_EQ(s[0].points.size(), 2u);
+  EXPECT_EQ(s[0].points[0], std::make_pair(128.0, 2.0));
+  EXPECT_EQ(s[0].points[1], std::make_pair(256.0, 2.5));
+  EXPECT_EQ(s[1].points.size(), 1u);
+  expect_error([&] { ppl_curves({d + "/m-1.json+" + d + "/missing.json"}, {}); }, {"missing.json"});
+}

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -66,16 +67,27 @@ std::vector<Series> run_curves(const std::vector<std::string>& runs, const std::
 std::vector<Series> ppl_curves(const std::vector<std::string>& files, const std::vector<std::string>& labels) {
   std::vector<Series> out;
   for (size_t i = 0; i < files.size(); ++i) {
-    auto j = nlohmann::json::parse(read_file(files[i]));
-    LCX_CHECK(j.contains("results") && j["results"].is_array(), files[i], ": not an `eval ppl --json` file (no 'results')");
-    Series s;
-    s.label = label_of(labels, i, j.value("model", files[i]));
-    if (i < labels.size() && !labels[i].empty()) s.label = labels[i];
-    for (auto& r : j["results"]) {
-      double ctx = r.at("context").get<double>();
-      if (ctx <= 0) ctx = r.at("tokens_scored").get<double>() + 1;  // the whole document
-      s.points.push_back({ctx, r.at("bits_per_byte").get<double>()});
+    // One series may be several files joined by '+' (e.g. one file per context).
+    std::vector<std::string> parts;
+    for (size_t a = 0, b; a <= files[i].size(); a = b + 1) {
+      b = files[i].find('+', a);
+      if (b == std::string::npos) b = files[i].size();
+      if (b > a) parts.push_back(files[i].substr(a, b - a));
     }
+    LCX_CHECK(!parts.empty(), "compare --ppl: series ", i + 1, " names no file");
+    Series s;
+    for (auto& f : parts) {
+      auto j = nlohmann::json::parse(read_file(f));
+      LCX_CHECK(j.contains("results") && j["results"].is_array(), f, ": not an `eval ppl --json` file (no 'results')");
+      if (s.label.empty()) s.label = label_of(labels, i, j.value("model", f));
+      for (auto& r : j["results"]) {
+        double ctx = r.at("context").get<double>();
+        if (ctx <= 0) ctx = r.at("tokens_scored").get<double>() + 1;  // the whole document
+        s.points.push_back({ctx, r.at("bits_per_byte").get<double>()});
+      }
+    }
+    if (i < labels.size() && !labels[i].empty()) s.label = labels[i];
+    std::sort(s.points.begin(), s.points.end());
     out.push_back(std::move(s));
   }
   return out;

@@ -147,13 +147,16 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
   const auto& mc = ev.base.model_config;
   LCX_CHECK(mc.mixer_type() == "full_attention" || mc.mixer_type() == "sliding_window", "search longrope: ", o.model,
             " is a '", mc.mixer_type(), "' model; the search applies to attention models");
-  const int64_t W = o.original_length > 0 ? o.original_length
-                                          : ev.base.config.value("data", nlohmann::json::object()).value("seq_len", 0);
+  auto existing = RopeScaling::parse(mc.rope_scaling, mc.max_position_embeddings, o.model + "/config.json");
+  // The trained context: --original-length, else the model's own rope_scaling (a model already
+  // extended and fine-tuned at a longer data.seq_len keeps it there), else data.seq_len.
+  const int64_t W = o.original_length > 0       ? o.original_length
+                    : existing.original_max > 0 ? existing.original_max
+                                                : ev.base.config.value("data", nlohmann::json::object()).value("seq_len", 0);
   LCX_CHECK(W > 0, "search longrope: the model's config has no data.seq_len; pass --original-length");
   const int64_t L = o.short_factors ? W : o.target_length;
   LCX_CHECK(o.short_factors || L > W, "search longrope: --target-length ", L, " must exceed the original length ", W);
   const int64_t dim = mc.d_model / mc.n_heads, h = dim / 2;
-  auto existing = RopeScaling::parse(mc.rope_scaling, mc.max_position_embeddings, o.model + "/config.json");
   const double s = o.short_factors ? (existing.type == "longrope" ? existing.factor : 1.0) : double(L) / double(W);
   const double cap = o.cap > 0 ? o.cap : (o.short_factors ? 1.25 : 1.25 * s);
   LCX_CHECK(cap >= 1, "search longrope: --cap ", cap, " must be >= 1");
@@ -249,6 +252,13 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
     }
     std::vector<LongRopeCandidate> seeds = {seed_from("pi", pi), seed_from("ntk", ntk), seed_from("yarn", yarn)};
     if (o.short_factors) seeds.push_back(seed_from("plain", ones));
+    // Progressive extension: a model that already carries long factors (and was perhaps
+    // fine-tuned with them) also seeds the search with those factors and its n_hat.
+    if (!o.short_factors && existing.type == "longrope" && int64_t(existing.long_factor.size()) == h) {
+      auto c = seed_from("previous", existing.long_factor);
+      c.n_hat = existing.n_hat;
+      if (longrope_violation(c, cap, o.n_hat_choices).empty()) seeds.push_back(c);
+    }
     std::set<std::string> keys;
     for (auto& c : seeds)
       if (keys.insert(c.key()).second) pop.push_back(c);

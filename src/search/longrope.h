@@ -20,7 +20,7 @@ struct LongRopeCandidate {
   std::vector<double> lambda;  // d/2 divisors
   int64_t n_hat = 0;
   double fitness = 0;          // bits per byte (lower is better); NaN until evaluated
-  std::string origin;          // "pi", "ntk", "yarn", "mutation", "crossover"
+  std::string origin;          // "pi", "ntk", "yarn", "plain", "previous", "mutation", "crossover"
   std::string key() const;     // identity for duplicate rejection
   nlohmann::json to_json() const;
   static LongRopeCandidate from_json(const nlohmann::json& j);
@@ -30,7 +30,7 @@ struct LongRopeSearchOptions {
   std::string model;             // model folder (config.json, model.safetensors, tokenizer)
   std::string out;               // output folder: the model with the factors, plus the search state
   int64_t target_length = 0;     // tokens
-  int64_t original_length = 0;   // the trained context W (default: the model's data.seq_len)
+  int64_t original_length = 0;   // the trained context W (default: rope_scaling.original_max_position_embeddings, else data.seq_len)
   bool short_factors = false;    // search short_factor at the original length instead (recovery)
   int64_t population = 64, mutations = 16, crossovers = 16, iterations = 40, parents = 32;
   double mutate_p = 0.3, cross_p = 0.15;
