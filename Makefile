@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-megalodon recipe-rho1
+.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-megalodon recipe-rho1 recipe-longrope
 
 all: build
 
@@ -76,6 +76,12 @@ recipe-megalodon: data build-cli
 # a MEGALODON baseline/selective pair; plots in runs/rho1-report. Resumes. About 75 minutes here.
 recipe-rho1: data build-cli
 	LONGCTX=$(LONGCTX) ./scripts/rho1.sh runs
+
+# LongRoPE and the RoPE-scaling family on models/transformer-tiny (docs/RESULTS.md): searches,
+# evaluation at 1x..32x W, the same short fine-tune for each method, progressive search, short
+# factors. Resumes. About 60 minutes here.
+recipe-longrope: data build-cli
+	LONGCTX=$(LONGCTX) ./scripts/longrope.sh runs/longrope
 
 clean:
 	rm -rf $(BUILD)
