@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
   slr->add_option("--mutations", lro.mutations, "mutations per iteration (paper: 16)");
   slr->add_option("--crossovers", lro.crossovers, "crossovers per iteration (paper: 16)");
   slr->add_option("--samples", lro.samples, "windows of the target length per fitness evaluation (paper: 5)");
-  slr->add_option("--cap", lro.cap, "largest factor (default 1.25 x scale; --short: 1.25)");
+  slr->add_option("--cap", lro.cap, "largest factor (default 1.25 x scale; --short: the scale)");
   slr->add_option("--data", lro.data, "corpus of the fitness samples (never the evaluation split or book)");
   slr->add_option("--seed", lro.seed, "seed");
 

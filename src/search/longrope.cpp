@@ -158,7 +158,8 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
   LCX_CHECK(o.short_factors || L > W, "search longrope: --target-length ", L, " must exceed the original length ", W);
   const int64_t dim = mc.d_model / mc.n_heads, h = dim / 2;
   const double s = o.short_factors ? (existing.type == "longrope" ? existing.factor : 1.0) : double(L) / double(W);
-  const double cap = o.cap > 0 ? o.cap : (o.short_factors ? 1.25 : 1.25 * s);
+  // Long factors: up to 1.25 s (the paper). Short factors: a lower cap, s itself.
+  const double cap = o.cap > 0 ? o.cap : (o.short_factors ? std::max(1.0, s) : 1.25 * s);
   LCX_CHECK(cap >= 1, "search longrope: --cap ", cap, " must be >= 1");
 
   // The rope_scaling the candidates complete.
@@ -239,7 +240,7 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
       c.origin = name;
       return c;
     };
-    const double ss = o.short_factors ? cap : s;
+    const double ss = o.short_factors ? std::min(cap, 1.25) : s;  // short: mild PI/NTK/YaRN
     std::vector<double> pi(h, ss), ntk(h);
     for (int64_t i = 0; i < h; ++i) ntk[i] = std::pow(ss, 2.0 * i / double(dim - 2));
     std::vector<double> yarn(h, 1.0);
@@ -251,7 +252,12 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
       for (int64_t i = 0; i < h; ++i) yarn[i] = y[i].item<double>();
     }
     std::vector<LongRopeCandidate> seeds = {seed_from("pi", pi), seed_from("ntk", ntk), seed_from("yarn", yarn)};
-    if (o.short_factors) seeds.push_back(seed_from("plain", ones));
+    if (o.short_factors) {
+      seeds.push_back(seed_from("plain", ones));
+      // The long factors themselves: what a model fine-tuned with them already reads well, so
+      // the short search starts from them and can only improve on them at W.
+      if (int64_t(existing.long_factor.size()) == h) seeds.push_back(seed_from("long", existing.long_factor));
+    }
     // Progressive extension: a model that already carries long factors (and was perhaps
     // fine-tuned with them) also seeds the search with those factors and its n_hat.
     if (!o.short_factors && existing.type == "longrope" && int64_t(existing.long_factor.size()) == h) {

@@ -34,7 +34,7 @@ struct LongRopeSearchOptions {
   bool short_factors = false;    // search short_factor at the original length instead (recovery)
   int64_t population = 64, mutations = 16, crossovers = 16, iterations = 40, parents = 32;
   double mutate_p = 0.3, cross_p = 0.15;
-  double cap = 0;                // max lambda; 0 = 1.25 s (long) or 1.0 + 0.25 (short)
+  double cap = 0;                // max lambda; 0 = 1.25 s (long) or s (short: a lower cap)
   int64_t samples = 5;           // windows of the target length per fitness evaluation
   std::string data = "brown";    // corpus the samples come from (text/corpus.h names)
   std::vector<int64_t> n_hat_choices = {0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 64, 128, 256};
