@@ -79,7 +79,7 @@ recipe-rho1: data build-cli
 
 # LongRoPE and the RoPE-scaling family on models/transformer-tiny (docs/RESULTS.md): searches,
 # evaluation at 1x..32x W, the same short fine-tune for each method, progressive search, short
-# factors. Resumes. About 60 minutes here.
+# factors. Resumes. About 75 minutes on one thread here.
 recipe-longrope: data build-cli
 	LONGCTX=$(LONGCTX) ./scripts/longrope.sh runs/longrope
 
