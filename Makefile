@@ -82,6 +82,8 @@ recipe-rho1: data build-cli
 # factors. Resumes. About 75 minutes on one thread here.
 recipe-longrope: data build-cli
 	LONGCTX=$(LONGCTX) ./scripts/longrope.sh runs/longrope
+	LONGCTX=$(LONGCTX) PASSKEY="longrope=runs/longrope/ft-longrope yarn=runs/longrope/ft-yarn" PASSKEY_SAMPLES=5 \
+	  ./scripts/longrope_report.sh runs/longrope
 
 clean:
 	rm -rf $(BUILD)
