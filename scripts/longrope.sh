@@ -13,8 +13,8 @@
 #      searched again from its fine-tuned model at 16x and 32x (the paper's progressive path);
 #   5. short-context recovery: the short factors searched at W for the fine-tuned LongRoPE
 #      model, picked by length at inference (Hugging Face / Phi-3 semantics);
-#   6. tables (runs/longrope/report/*.md) and plots.
-# Every step skips what is already done, so the script resumes.
+# scripts/longrope_report.sh then writes the tables and plots. Every step skips what is
+# already done, so the script resumes.
 #   scripts/longrope.sh [OUT=runs/longrope]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +26,8 @@ FT_MULT=8
 MULTS="1 2 4 8 16 32"
 MAX_BYTES=${MAX_BYTES:-100000}
 # Search budget per target multiple: population, iterations, mutations (= crossovers) per
-# iteration, fitness windows. The paper's is 64, 40, 16, 5; a candidate at 32x W costs ~4 s on
-# 2 cores here, so the longer targets get smaller budgets (SEARCH_FULL=1: the paper's for all).
+# iteration, fitness windows. The paper's is 64, 40, 16, 5; a candidate at 32x W costs 4-7 s on
+# one thread here, so the longer targets get smaller budgets (SEARCH_FULL=1: the paper's for all).
 budget() {
   if [ "${SEARCH_FULL:-0}" = 1 ]; then echo "64 40 16 5"; return; fi
   case $1 in 2|4) echo "64 40 16 5" ;; 8) echo "32 20 8 5" ;; 16) echo "24 10 8 3" ;; *) echo "16 6 6 3" ;; esac

@@ -2,13 +2,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "io/fs.h"
 #include "util/error.h"
@@ -69,11 +70,9 @@ std::vector<Series> ppl_curves(const std::vector<std::string>& files, const std:
   for (size_t i = 0; i < files.size(); ++i) {
     // One series may be several files joined by '+' (e.g. one file per context).
     std::vector<std::string> parts;
-    for (size_t a = 0, b; a <= files[i].size(); a = b + 1) {
-      b = files[i].find('+', a);
-      if (b == std::string::npos) b = files[i].size();
-      if (b > a) parts.push_back(files[i].substr(a, b - a));
-    }
+    std::stringstream ss(files[i]);
+    for (std::string f; std::getline(ss, f, '+');)
+      if (!f.empty()) parts.push_back(f);
     LCX_CHECK(!parts.empty(), "compare --ppl: series ", i + 1, " names no file");
     Series s;
     for (auto& f : parts) {

@@ -252,17 +252,13 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
       for (int64_t i = 0; i < h; ++i) yarn[i] = y[i].item<double>();
     }
     std::vector<LongRopeCandidate> seeds = {seed_from("pi", pi), seed_from("ntk", ntk), seed_from("yarn", yarn)};
-    if (o.short_factors) {
-      seeds.push_back(seed_from("plain", ones));
-      // The long factors themselves: what a model fine-tuned with them already reads well, so
-      // the short search starts from them and can only improve on them at W.
-      if (int64_t(existing.long_factor.size()) == h) seeds.push_back(seed_from("long", existing.long_factor));
-    }
-    // Progressive extension: a model that already carries long factors (and was perhaps
-    // fine-tuned with them) also seeds the search with those factors and its n_hat.
-    if (!o.short_factors && existing.type == "longrope" && int64_t(existing.long_factor.size()) == h) {
-      auto c = seed_from("previous", existing.long_factor);
-      c.n_hat = existing.n_hat;
+    if (o.short_factors) seeds.push_back(seed_from("plain", ones));
+    // A model that already carries long factors (and was perhaps fine-tuned with them) also
+    // seeds the search with them: the progressive step of a long search (with its n_hat), and
+    // the start of a short search, which can then only improve on them at W.
+    if (existing.type == "longrope" && int64_t(existing.long_factor.size()) == h) {
+      auto c = seed_from(o.short_factors ? "long" : "previous", existing.long_factor);
+      if (!o.short_factors) c.n_hat = existing.n_hat;
       if (longrope_violation(c, cap, o.n_hat_choices).empty()) seeds.push_back(c);
     }
     std::set<std::string> keys;

@@ -20,7 +20,7 @@ struct LongRopeCandidate {
   std::vector<double> lambda;  // d/2 divisors
   int64_t n_hat = 0;
   double fitness = 0;          // bits per byte (lower is better); NaN until evaluated
-  std::string origin;          // "pi", "ntk", "yarn", "plain", "previous", "mutation", "crossover"
+  std::string origin;          // "pi", "ntk", "yarn", "plain", "long", "previous", "mutation", "crossover"
   std::string key() const;     // identity for duplicate rejection
   nlohmann::json to_json() const;
   static LongRopeCandidate from_json(const nlohmann::json& j);
