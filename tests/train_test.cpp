@@ -143,6 +143,21 @@ TEST(Optim, ParamGroupsByRuleAndDecayByRank) {
   EXPECT_EQ(groups[2].weight_decay, 0.0);
 }
 
+TEST(Optim, ZeroLrScaleFreezesAGroupIncludingWeightDecay) {
+  TrainConfig t;
+  t.param_groups = {{"gate", 0.0, 0.1}};
+  auto w = torch::randn({3, 3}).requires_grad_(), gte = torch::randn({2}).requires_grad_();
+  auto w0 = w.detach().clone(), g0 = gte.detach().clone();
+  AdamW opt(make_param_groups({{"layer.w", w}, {"layer.gate", gte}}, t), 0.9, 0.95, 1e-8);
+  for (int i = 0; i < 3; ++i) {
+    ((w * w).sum() + (gte * gte).sum()).backward();
+    opt.step(0.01);
+    opt.zero_grad();
+  }
+  EXPECT_TRUE(torch::equal(gte, g0));
+  EXPECT_FALSE(torch::equal(w, w0));
+}
+
 TEST(Optim, WarmupThenCosineToTheFloor) {
   TrainConfig t;
   t.steps = 100, t.warmup_steps = 10, t.lr = 1.0, t.min_lr_ratio = 0.1;
@@ -167,4 +182,25 @@ TEST(Checkpoint, WeightsRoundTripInHalfPrecisionAndRefuseOtherShapes) {
   c.d_ff = 96;
   CausalLM m3(c);
   expect_error([&] { load_weights(d + "/m.safetensors", m3); }, {"m.safetensors", "mlp", "shape"});
+}
+
+TEST(Checkpoint, IgnoredTensorsTransferWeightsBetweenMixers) {
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 2, c.n_heads = 2, c.d_ff = 64;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segment": 8})");
+  CausalLM infini(c);
+  auto d = temp_dir("transfer");
+  save_weights(d + "/m.safetensors", infini, "F32");
+  c.mixer = nlohmann::json::parse(R"({"type": "sliding_window", "window": 8})");
+  CausalLM sw(c);
+  // Without the ignore list the extra gates are an error that names them.
+  expect_error([&] { load_weights(d + "/m.safetensors", sw); }, {"m.safetensors", "memory_gate"});
+  load_weights(d + "/m.safetensors", sw, {"memory_gate"});
+  auto pi = infini->named_parameters();
+  int64_t n = 0;
+  for (auto& p : sw->named_parameters()) {
+    EXPECT_TRUE(torch::equal(p.value(), pi[p.key()])) << p.key();
+    ++n;
+  }
+  EXPECT_EQ(n + 2, int64_t(pi.size()));  // every parameter but the two layers' gates
 }

@@ -60,7 +60,9 @@ void save_weights(const std::string& path, CausalLM& model, const std::string& d
   save_safetensors(path, t, meta);
 }
 
-void load_weights(const std::string& path, CausalLM& model) {
+void load_weights(const std::string& path, CausalLM& model) { load_weights(path, model, {}); }
+
+void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore) {
   auto f = load_safetensors(path);
   torch::NoGradGuard ng;
   std::set<std::string> used;
@@ -73,8 +75,13 @@ void load_weights(const std::string& path, CausalLM& model) {
     p.copy_(t.to(p.scalar_type()));
     used.insert(n);
   }
+  auto ignored = [&](const std::string& n) {
+    for (auto& s : ignore)
+      if (n.find(s) != std::string::npos) return true;
+    return false;
+  };
   for (auto& [n, t] : f.tensors)
-    LCX_CHECK(used.count(n), path, ": tensor '", n, "' is not a parameter of this model's config");
+    LCX_CHECK(used.count(n) || ignored(n), path, ": tensor '", n, "' is not a parameter of this model's config");
 }
 
 Pretrained load_pretrained(const std::string& dir, const std::vector<std::string>& overrides) {

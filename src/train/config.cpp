@@ -55,6 +55,7 @@ nlohmann::json RunConfig::to_json() const {
   tr["param_groups"] = groups;
   tr["device"] = train.device;
   if (!train.init_from.empty()) tr["init_from"] = train.init_from;
+  if (!train.init_ignore.empty()) tr["init_ignore"] = train.init_ignore;
   if (train.selective.enabled())
     tr["selective"] = {{"reference", train.selective.reference}, {"keep", train.selective.keep},
                        {"select", train.selective.select}, {"cache", train.selective.cache}};
@@ -192,6 +193,8 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
     t.device = f.get<std::string>("device", t.device);
     f.check(t.device == "cpu" || t.device == "cuda", "device", t.device, "must be \"cpu\" or \"cuda\"");
     t.init_from = f.get<std::string>("init_from", "");
+    t.init_ignore = f.get<std::vector<std::string>>("init_ignore", {});
+    f.check(t.init_ignore.empty() || !t.init_from.empty(), "init_ignore", "(set)", "needs train.init_from");
     if (f.has("selective")) {
       auto g = f.sub("selective");
       auto& sl = t.selective;
@@ -217,7 +220,7 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
         r.match = g.req<std::string>("match");
         g.check(!r.match.empty(), "match", "\"\"", "must not be empty");
         r.lr_scale = g.get<double>("lr_scale", 1.0);
-        g.check(r.lr_scale > 0, "lr_scale", r.lr_scale, "must be > 0");
+        g.check(r.lr_scale >= 0, "lr_scale", r.lr_scale, "must be >= 0 (0 freezes the group)");
         r.weight_decay = g.get<double>("weight_decay", 0.0);
         g.check(r.weight_decay >= 0, "weight_decay", r.weight_decay, "must be >= 0");
         g.done();

@@ -93,6 +93,9 @@ struct TrainConfig {
   // Start from these weights (a model or checkpoint folder with model.safetensors) instead of
   // a fresh initialisation; the optimizer starts fresh. Ignored when resuming.
   std::string init_from;
+  // Tensors of init_from whose names contain one of these are not loaded (e.g. "memory_gate"
+  // to start a sliding-window model from an Infini-attention checkpoint).
+  std::vector<std::string> init_ignore;
   SelectiveConfig selective;
   // Per-token losses of a fixed probe of training tokens at every evaluation, and the shares
   // of RHO-1's token categories (H->H, L->H, H->L, L->L) between the evaluations so far.

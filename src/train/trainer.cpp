@@ -299,7 +299,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     if (!t.init_from.empty()) {
       std::string w = t.init_from + "/model.safetensors";
       LCX_CHECK(std::filesystem::exists(w), "train.init_from: ", w, " does not exist");
-      load_weights(w, model);
+      load_weights(w, model, t.init_ignore);
       if (!opt.quiet) std::fprintf(stderr, "initialised from %s\n", w.c_str());
     }
     write_file_atomic(log_path, "");
