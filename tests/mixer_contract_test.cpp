@@ -27,6 +27,10 @@ const MixerCase kMixers[] = {
     {"infini_linear", R"({"type": "infini_attention", "segment": 13, "update": "linear"})", true},
     {"infini_detach", R"({"type": "infini_attention", "segment": 7, "detach_every": 2, "gate_init": 1.5})", true},
     {"megalodon", R"({"type": "megalodon", "z_dim": 16, "v_dim": 32, "chunk": 16, "groups": 4, "ndim": 4})", true},
+    {"bswa", R"({"type": "bswa", "block": 16, "memory_blocks": 2})", true},
+    {"bswa_m0", R"({"type": "bswa", "block": 9, "memory_blocks": 0})", true},
+    {"fam", R"({"type": "fam", "block": 16, "memory_blocks": 1, "fam_tokens": 4, "state_passing": 0, "position_offset": false})", true},
+    {"fam_m0", R"({"type": "fam", "block": 11, "memory_blocks": 0, "fam_tokens": 3, "state_passing": 0, "position_offset": false})", true},
     {"megalodon_chunk7", R"({"type": "megalodon", "z_dim": 8, "v_dim": 48, "chunk": 7, "groups": 8})", true},
 };
 

@@ -11,6 +11,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -28,6 +29,13 @@ struct StepContext {
   std::map<std::string, torch::Tensor> carry;
 };
 
+// The layer around a mixer, for mechanisms that pass rows of their own through the whole layer
+// (TransformerFAM's memory goes through the same norm and feed-forward as the tokens).
+struct LayerFns {
+  std::function<torch::Tensor(const torch::Tensor&)> pre_norm;  // the norm before the mixer
+  std::function<torch::Tensor(const torch::Tensor&)> ff;        // A -> FF(PreLN(A)) + A
+};
+
 class Mixer : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) = 0;
@@ -36,6 +44,8 @@ class Mixer : public torch::nn::Module {
   virtual bool state_bounded() const = 0;
   // Values worth logging during training (e.g. Infini-attention's gates), by name.
   virtual std::map<std::string, std::vector<double>> diagnostics() const { return {}; }
+  // Called once by the block that holds the mixer; most mixers do not need it.
+  virtual void attach_layer(LayerFns) {}
 };
 
 }  // namespace longctx

@@ -2,6 +2,7 @@
 
 #include "io/json_fields.h"
 #include "mixers/attention.h"
+#include "mixers/fam.h"
 #include "mixers/infini_attention.h"
 #include "mixers/megalodon.h"
 
@@ -41,6 +42,14 @@ std::shared_ptr<Mixer> megalodon_mixer(const ModelConfig& c, const std::string& 
   return std::make_shared<MegalodonMixer>(o);
 }
 
+std::shared_ptr<Mixer> fam_mixer(const ModelConfig& c, const std::string& where, bool fam) {
+  Fields f(c.mixer, where, "model.mixer");
+  f.get<std::string>("type", "");
+  auto o = FamOptions::parse(f, c.d_model, c.n_heads, rope_of(c), fam);
+  f.done();
+  return std::make_shared<FamMixer>(o);
+}
+
 // How a mechanism's layers are stacked: the pre-norm (Llama) block with an RMSNorm before the
 // output projection, or MEGALODON's two-hop block with a TimestepNorm there.
 enum class Shape { pre_norm, megalodon };
@@ -57,6 +66,8 @@ const Entry kMixers[] = {
     {"sliding_window", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, true); }},
     {"infini_attention", infini_mixer},
     {"megalodon", megalodon_mixer, Shape::megalodon},
+    {"bswa", [](const ModelConfig& c, const std::string& w) { return fam_mixer(c, w, false); }},
+    {"fam", [](const ModelConfig& c, const std::string& w) { return fam_mixer(c, w, true); }},
 };
 
 const Entry& find(const ModelConfig& c, const std::string& where) {
@@ -93,6 +104,8 @@ std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer) {
   if (e.shape == Shape::megalodon)
     return std::make_shared<MegalodonBlock>(std::dynamic_pointer_cast<MegalodonMixer>(mixer), c.d_model, c.ffn_dim(),
                                             c.norm_eps);
+  // TransformerFAM's learned initial memory sits at the token-embedding level: layer 0 holds it.
+  if (auto fam = std::dynamic_pointer_cast<FamMixer>(mixer); fam && layer == 0) fam->hold_initial_fam(c.init_std);
   return std::make_shared<PreNormBlock>(mixer, c.d_model, c.ffn_dim(), c.norm_eps);
 }
 

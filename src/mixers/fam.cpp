@@ -1,0 +1,216 @@
+#include "mixers/fam.h"
+
+#include <cmath>
+#include <limits>
+
+namespace longctx {
+
+FamOptions FamOptions::parse(Fields& f, int64_t d_model, int64_t n_heads, const RopeOptions& rope, bool fam) {
+  FamOptions o;
+  o.d_model = d_model;
+  o.n_heads = n_heads;
+  o.block = f.get<int64_t>("block", o.block);
+  f.check(o.block > 0, "block", o.block, "must be > 0");
+  o.memory_blocks = f.get<int64_t>("memory_blocks", o.memory_blocks);
+  f.check(o.memory_blocks >= 0, "memory_blocks", o.memory_blocks, "must be >= 0");
+  if (fam) {
+    o.fam_tokens = f.get<int64_t>("fam_tokens", o.fam_tokens);
+    f.check(o.fam_tokens >= 0, "fam_tokens", o.fam_tokens, "must be >= 0 (0 = BSWA)");
+    o.state_passing = f.get<double>("state_passing", o.state_passing);
+    f.check(o.state_passing >= 0 && o.state_passing <= 1, "state_passing", o.state_passing, "must be in [0, 1]");
+    o.position_offset = f.get<bool>("position_offset", o.position_offset);
+    o.seed = f.get<uint64_t>("seed", o.seed);
+  } else {
+    o.fam_tokens = 0;
+    o.state_passing = 0;
+    o.position_offset = false;
+  }
+  o.rope = rope;
+  return o;
+}
+
+FamMixer::FamMixer(FamOptions o) : o_(o), rope_(o.rope), rng_(o.seed) {
+  dh_ = o_.d_model / o_.n_heads;
+  auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
+  q_proj = register_module("q_proj", lin(o_.d_model, o_.d_model));
+  k_proj = register_module("k_proj", lin(o_.d_model, o_.d_model));
+  v_proj = register_module("v_proj", lin(o_.d_model, o_.d_model));
+  o_proj = register_module("o_proj", lin(o_.d_model, o_.d_model));
+}
+
+void FamMixer::hold_initial_fam(double init_std) {
+  if (o_.fam_tokens == 0 || fam_init.defined()) return;
+  torch::NoGradGuard ng;
+  fam_init = register_parameter("fam_init", torch::randn({o_.fam_tokens, o_.d_model}) * init_std);
+}
+
+std::map<std::string, std::vector<double>> FamMixer::diagnostics() const {
+  if (o_.fam_tokens == 0) return {};
+  return {{"state_passed", {last_passed_}}};
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FamMixer::qkv(const torch::Tensor& x, const torch::Tensor& pos,
+                                                                      const torch::Tensor& offset) const {
+  const int64_t B = x.size(0), n = x.size(1), H = o_.n_heads;
+  auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
+  auto parts = torch::matmul(x, w.t()).view({B, n, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
+  torch::Tensor rot;
+  if (!offset.defined()) {
+    rot = rope_.apply(parts[0], pos, /*time_dim=*/1);
+  } else {  // a position offset per example
+    std::vector<torch::Tensor> rows;
+    for (int64_t b = 0; b < B; ++b)
+      rows.push_back(rope_.apply(parts[0].narrow(0, b, 1), pos + offset[b].item<int64_t>(), 1));
+    rot = torch::cat(rows, 0);
+  }
+  auto qk = rot.split_with_sizes({H, H}, 2);
+  return {qk[0].transpose(1, 2), qk[1].transpose(1, 2), parts[1].transpose(1, 2)};
+}
+
+torch::Tensor fam_visibility(int64_t n_mem, int64_t n_fam, int64_t fill, int64_t n_queries, bool fam_queries) {
+  const int64_t nk = n_mem + n_fam + fill + (fam_queries ? 0 : n_queries);
+  auto key = torch::arange(nk, torch::kInt64).unsqueeze(0);
+  if (fam_queries)  // FAM sees the FAM and the whole block, never the memory blocks
+    return (key >= n_mem).expand({n_queries, nk}).contiguous();
+  // Block token fill + i sees the memory, the FAM and block tokens 0 .. fill + i.
+  auto last = (torch::arange(n_queries, torch::kInt64) + fill + n_mem + n_fam).unsqueeze(1);
+  return key <= last;
+}
+
+torch::Tensor FamMixer::attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& visible) const {
+  const int64_t B = q.size(0), nq = q.size(2);
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(dh_)));
+  if (!visible.all().item<bool>())
+    scores = scores.masked_fill(visible.logical_not().to(q.device()), -std::numeric_limits<double>::infinity());
+  auto y = torch::matmul(torch::softmax(scores, -1), v);
+  return torch::matmul(y.transpose(1, 2).reshape({B, nq, o_.d_model}), o_proj->weight.t());
+}
+
+torch::Tensor FamMixer::through_layer(const torch::Tensor& f0) const {
+  const int64_t F = o_.fam_tokens;
+  auto [q, k, v] = qkv(layer_.pre_norm(f0), torch::arange(-F, 0, torch::kInt64), {});
+  return layer_.ff(attend(q, k, v, fam_visibility(0, F, 0, F, true)) + f0);
+}
+
+torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
+  const int64_t B = x.size(0), T = x.size(1), Lb = o_.block, F = o_.fam_tokens, m = o_.memory_blocks;
+  const bool graph = torch::GradMode::is_enabled();
+  const int64_t pos0 = state.counter("pos");
+  int64_t fill = pos0 % Lb;
+  LCX_CHECK(!(F > 0 && !layer_.ff), "fam: the mixer is not inside a layer (attach_layer was not called)");
+
+  // Random position offset (training): drawn once per sequence by the first layer, kept in the
+  // state so that a sequence fed in several calls keeps it.
+  torch::Tensor offset = state.get("offset");
+  if (!offset.defined() && ctx.training && o_.position_offset && pos0 == 0) {
+    auto it = ctx.carry.find("fam.offset");
+    if (it == ctx.carry.end()) {
+      auto u = torch::rand({B}, torch::kFloat64) * (2 * M_PI * 10000.0);
+      auto on = torch::rand({B}, torch::kFloat64).round();
+      offset = ctx.carry["fam.offset"] = (u * on).floor().to(torch::kInt64);
+    } else {
+      offset = it->second;
+    }
+    state.set("offset", offset);
+  }
+
+  // F_{tau-1}: from the state, or at the start of a sequence from F_0 (or, in training, the
+  // FAM the previous call ended with).
+  torch::Tensor fam;
+  bool fresh = false;  // true while fam is F_0: the next update then uses a zero residual
+  if (F > 0) {
+    if (state.has("fam")) {
+      fam = state.at("fam");
+      fresh = state.counter("fam_fresh") != 0;
+    } else {
+      bool pass = false;
+      if (ctx.training && o_.state_passing > 0) {
+        auto it = ctx.carry.find("fam.pass");
+        if (it == ctx.carry.end()) {
+          pass = std::uniform_real_distribution<double>(0, 1)(rng_) < o_.state_passing && passed_.defined();
+          ctx.carry["fam.pass"] = torch::tensor(int64_t(pass));
+        } else {
+          pass = it->second.item<int64_t>() != 0;
+        }
+        LCX_CHECK(!pass || passed_.defined(), "fam: state passing without a FAM from the previous call");
+      }
+      if (ctx.training) last_passed_ = pass;
+      if (pass) {
+        fam = passed_.to(x.scalar_type()).expand({B, F, o_.d_model}).contiguous();
+      } else {
+        torch::Tensor f0;
+        if (fam_init.defined()) {
+          f0 = fam_init.to(x.scalar_type()).unsqueeze(0);
+        } else {
+          auto it = ctx.carry.find("fam.init");
+          LCX_CHECK(it != ctx.carry.end(), "fam: no initial FAM from the layer below (layer 0 holds it)");
+          f0 = it->second;
+        }
+        ctx.carry["fam.init"] = through_layer(f0);  // the next layer's F_0
+        fam = f0.expand({B, F, o_.d_model}).contiguous();
+        fresh = true;
+      }
+    }
+    LCX_CHECK(fam.size(0) == B, "fam: state has batch ", fam.size(0), ", input has ", B);
+  }
+
+  auto [q, k, v] = qkv(x, torch::arange(pos0, pos0 + T, torch::kInt64), offset);
+  SegmentBuffer held(state, {"k", "v"}, Lb);  // the current block's keys and values
+  held.reserve({k, v}, fill);
+  auto mk = state.get("mk"), mv = state.get("mv");  // the previous m blocks
+  int64_t block_start = pos0 - fill;
+  // F_{tau-1}'s keys and values sit at the last F positions before the block.
+  torch::Tensor fk, fv;
+  auto fam_kv = [&](int64_t at) {
+    auto r = qkv(layer_.pre_norm(fam), torch::arange(at - F, at, torch::kInt64), offset);
+    fk = std::get<1>(r), fv = std::get<2>(r);
+  };
+  if (F > 0) fam_kv(block_start);
+
+  std::vector<torch::Tensor> outs;
+  for (int64_t t = 0; t < T;) {
+    const int64_t len = std::min(Lb - fill, T - t);
+    auto blk = held.extend(fill, {k.narrow(2, t, len), v.narrow(2, t, len)});
+    // Block tokens: [memory | FAM | block], the block causally.
+    std::vector<torch::Tensor> keys, vals;
+    if (mk.defined()) keys.push_back(mk), vals.push_back(mv);
+    if (F > 0) keys.push_back(fk), vals.push_back(fv);
+    keys.push_back(blk[0]), vals.push_back(blk[1]);
+    const int64_t n_mem = mk.defined() ? mk.size(2) : 0;
+    auto K = torch::cat(keys, 2), V = torch::cat(vals, 2);
+    outs.push_back(attend(q.narrow(2, t, len), K, V, fam_visibility(n_mem, F, fill, len, false)));
+
+    if (fill + len == Lb) {  // the block is complete
+      if (F > 0) {
+        // FAM update: F_{tau-1} queries the same keys (the memory masked out) at the last F
+        // positions of the block; then the layer's feed-forward.
+        const int64_t end = block_start + Lb;
+        auto fq = std::get<0>(qkv(layer_.pre_norm(fam), torch::arange(end - F, end, torch::kInt64), offset));
+        auto a = attend(fq, K, V, fam_visibility(n_mem, F, Lb, F, true));
+        fam = layer_.ff(fresh ? a : a + fam);
+        fresh = false;
+        fam_kv(end);
+      }
+      if (m > 0) {  // the block joins the memory; the oldest leaves it
+        mk = mk.defined() ? torch::cat({mk, blk[0]}, 2) : blk[0];
+        mv = mv.defined() ? torch::cat({mv, blk[1]}, 2) : blk[1];
+        if (mk.size(2) > m * Lb) mk = mk.narrow(2, mk.size(2) - m * Lb, m * Lb), mv = mv.narrow(2, mv.size(2) - m * Lb, m * Lb);
+        if (!graph) mk = mk.contiguous(), mv = mv.contiguous();
+      }
+      block_start += Lb;
+    }
+    fill = held.advance(fill, len, blk);
+    t += len;
+  }
+  if (mk.defined()) state.set("mk", mk), state.set("mv", mv);
+  if (F > 0) {
+    state.set("fam", fam);
+    state.set_counter("fam_fresh", fresh ? 1 : 0);
+    if (ctx.training) passed_ = fam.narrow(0, 0, 1).detach().clone();
+  }
+  state.set_counter("pos", pos0 + T);
+  return outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
+}
+
+}  // namespace longctx
