@@ -203,4 +203,13 @@ TEST(Checkpoint, IgnoredTensorsTransferWeightsBetweenMixers) {
     ++n;
   }
   EXPECT_EQ(n + 2, int64_t(pi.size()));  // every parameter but the two layers' gates
+  // The other way: TransformerFAM's initial memory is not in the file and keeps its init.
+  c.mixer = nlohmann::json::parse(R"({"type": "fam", "block": 8, "fam_tokens": 2})");
+  CausalLM fam(c);
+  auto before = fam->named_parameters()["model.layers.0.self_attn.fam_init"].clone();
+  expect_error([&] { load_weights(d + "/m.safetensors", fam, {"memory_gate"}); }, {"missing tensor", "fam_init"});
+  load_weights(d + "/m.safetensors", fam, {"memory_gate", "fam_init"});
+  auto pf = fam->named_parameters();
+  EXPECT_TRUE(torch::equal(pf["model.layers.0.self_attn.fam_init"], before));
+  EXPECT_TRUE(torch::equal(pf["model.layers.1.self_attn.q_proj.weight"], pi["model.layers.1.self_attn.q_proj.weight"]));
 }

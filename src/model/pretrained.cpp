@@ -66,7 +66,13 @@ void load_weights(const std::string& path, CausalLM& model, const std::vector<st
   auto f = load_safetensors(path);
   torch::NoGradGuard ng;
   std::set<std::string> used;
+  auto ignored = [&](const std::string& n) {
+    for (auto& s : ignore)
+      if (n.find(s) != std::string::npos) return true;
+    return false;
+  };
   for (auto& [n, p] : named_weights(model)) {
+    if (!f.has(n) && ignored(n)) continue;  // keeps its fresh initialisation
     LCX_CHECK(f.has(n), path, ": missing tensor '", n, "' for this model's config");
     const auto& t = f.at(n);
     LCX_CHECK(t.sizes() == p.sizes(), path, ": tensor '", n, "' has shape ", t.sizes(), ", the model expects ",
@@ -75,11 +81,6 @@ void load_weights(const std::string& path, CausalLM& model, const std::vector<st
     p.copy_(t.to(p.scalar_type()));
     used.insert(n);
   }
-  auto ignored = [&](const std::string& n) {
-    for (auto& s : ignore)
-      if (n.find(s) != std::string::npos) return true;
-    return false;
-  };
   for (auto& [n, t] : f.tensors)
     LCX_CHECK(used.count(n) || ignored(n), path, ": tensor '", n, "' is not a parameter of this model's config");
 }

@@ -31,9 +31,10 @@ Pretrained load_pretrained(const std::string& dir, const std::vector<std::string
 void save_weights(const std::string& path, CausalLM& model, const std::string& dtype = "F32",
                   const std::map<std::string, std::string>& extra_metadata = {});
 void load_weights(const std::string& path, CausalLM& model);
-// The same, except that tensors of the file whose name contains one of `ignore` are skipped
-// (a weight transfer between mixers, e.g. Infini-attention's projections into a sliding-window
-// model without its memory gates). Every parameter of the model must still be in the file.
+// The same, for a weight transfer between mixers: names containing one of `ignore` need not
+// match. Such tensors of the file are skipped, and such parameters of the model that the file
+// lacks keep their initialisation (e.g. Infini-attention's projections into a TransformerFAM
+// model: ignore "memory_gate" and "fam_init"). Every other parameter must be in the file.
 void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore);
 
 // The parameter tensors of a model by name (tied weights once).

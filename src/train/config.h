@@ -93,8 +93,9 @@ struct TrainConfig {
   // Start from these weights (a model or checkpoint folder with model.safetensors) instead of
   // a fresh initialisation; the optimizer starts fresh. Ignored when resuming.
   std::string init_from;
-  // Tensors of init_from whose names contain one of these are not loaded (e.g. "memory_gate"
-  // to start a sliding-window model from an Infini-attention checkpoint).
+  // Names containing one of these need not match between init_from and the model: such tensors
+  // of the file are skipped and such parameters the file lacks keep their initialisation (e.g.
+  // ["memory_gate", "fam_init"] to start TransformerFAM from an Infini-attention checkpoint).
   std::vector<std::string> init_ignore;
   SelectiveConfig selective;
   // Per-token losses of a fixed probe of training tokens at every evaluation, and the shares
