@@ -5,6 +5,7 @@
 //   build/bench_stream [--model DIR | --config configs/transformer-tiny.json] [--window 512]
 //                      [--segment 512] [--lengths 4096,65536,1048576] [--full-max 65536]
 //                      [--chunk 512] [--mixers infini_attention,sliding_window,full_attention]
+// With a TransformerFAM config, --mixers fam,bswa measures FAM against BSWA with the same blocks.
 // A mixer named like the config's own (e.g. --config configs/megalodon-tiny.json --mixers
 // megalodon) keeps every field of the config's mixer.
 #include <sys/wait.h>
@@ -89,6 +90,17 @@ int main(int argc, char** argv) {
       label += " (segment " + std::to_string(segment) + ")";
     } else if (mixer == base.mixer_type()) {
       c.mixer = base.mixer;  // the config's own mixer with all its fields (e.g. megalodon)
+      if (mixer == "fam" || mixer == "bswa")
+        label += " (block " + c.mixer.value("block", nlohmann::json(1024)).dump() + ", m " +
+                 c.mixer.value("memory_blocks", nlohmann::json(3)).dump() +
+                 (mixer == "fam" ? ", F " + c.mixer.value("fam_tokens", nlohmann::json(64)).dump() : "") + ")";
+    } else if (mixer == "bswa" && base.mixer_type() == "fam") {
+      // FAM's own blocks without the feedback memory: the cost of FAM over BSWA.
+      c.mixer = base.mixer;
+      c.mixer["type"] = "bswa";
+      for (auto f : {"fam_tokens", "state_passing", "position_offset", "seed"}) c.mixer.erase(f);
+      label += " (block " + c.mixer.value("block", nlohmann::json(1024)).dump() + ", m " +
+               c.mixer.value("memory_blocks", nlohmann::json(3)).dump() + ")";
     } else {
       c.mixer = {{"type", mixer}};
     }
