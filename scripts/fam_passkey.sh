@@ -3,7 +3,7 @@
 #
 # Every arm starts from the Infini-attention recipe's stage 1 (scripts/infini_passkey.sh: a
 # model that copies the key with local attention; trained here first if missing) and then
-# spends the same stage-2 budget as the Infini-attention arms (configs/*-tiny.json: 1500 steps,
+# spends the same stage-2 budget as the Infini-attention arms (configs/*-tiny.json: 1000 steps,
 # 16 rows of 512 tokens, prompts of 128-500 tokens, seed 0), blocks of 128 tokens:
 #   fam-m0    FAM, 16 memory tokens, no memory blocks (the paper's passkey setting)
 #   fam-m1    FAM with one memory block
