@@ -30,6 +30,7 @@ FamOptions FamOptions::parse(Fields& f, int64_t d_model, int64_t n_heads, const 
 }
 
 FamMixer::FamMixer(FamOptions o) : o_(o), rope_(o.rope), rng_(o.seed) {
+  LCX_CHECK(!o_.rope.interleaved, "fam: expects rotate-halves RoPE");
   dh_ = o_.d_model / o_.n_heads;
   auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
   q_proj = register_module("q_proj", lin(o_.d_model, o_.d_model));
@@ -57,11 +58,12 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FamMixer::qkv(const torc
   torch::Tensor rot;
   if (!offset.defined()) {
     rot = rope_.apply(parts[0], pos, /*time_dim=*/1);
-  } else {  // a position offset per example
-    std::vector<torch::Tensor> rows;
-    for (int64_t b = 0; b < B; ++b)
-      rows.push_back(rope_.apply(parts[0].narrow(0, b, 1), pos + offset[b].item<int64_t>(), 1));
-    rot = torch::cat(rows, 0);
+  } else {  // a position offset per example: angles [B, n, 1, d/2], rotate-halves as in Rope
+    auto ang = rope_.angles((pos.unsqueeze(0) + offset.unsqueeze(1)).reshape({-1})).view({B, n, 1, dh_ / 2});
+    auto full = torch::cat({ang, ang}, -1);
+    const auto& y = parts[0];
+    auto partner = torch::cat({-y.narrow(-1, dh_ / 2, dh_ / 2), y.narrow(-1, 0, dh_ / 2)}, -1);
+    rot = y * torch::cos(full).to(y.scalar_type()) + partner * torch::sin(full).to(y.scalar_type());
   }
   auto qk = rot.split_with_sizes({H, H}, 2);
   return {qk[0].transpose(1, 2), qk[1].transpose(1, 2), parts[1].transpose(1, 2)};
