@@ -23,30 +23,18 @@ LONG_SAMPLES=${LONG_SAMPLES:-20}
 LONG_LENGTHS=${LONG_LENGTHS:-4096,32768,262144,1048576}
 mkdir -p "$OUT" "$INFINI_OUT"
 
-train() {  # train DIR ARGS...: unless DIR is complete; resumes a killed run
-  local dir=$1
-  shift
-  if [ -f "$dir/DONE" ]; then
-    echo "[$dir] finished earlier"
-    return
-  fi
-  local r=
-  if ls "$dir"/checkpoint-* >/dev/null 2>&1; then r=--resume; fi
-  echo "[$dir] training (log: $dir.log)"
-  "$LONGCTX" --threads "$THREADS" train --out "$dir" $r "$@" >"$dir.log" 2>&1
-  touch "$dir/DONE"
-}
+. "$(dirname "$0")/train_arm.sh"
 
-THREADS=$((THREADS * 2)) train "$INFINI_OUT/stage1" --config configs/infini-passkey.json
+THREADS=$((THREADS * 2)) train_arm "$INFINI_OUT/stage1" --config configs/infini-passkey.json
 INIT=(--set "train.init_from=$INFINI_OUT/stage1")
-train "$OUT/fam-m0" --config configs/fam-tiny.json "${INIT[@]}" &
+train_arm "$OUT/fam-m0" --config configs/fam-tiny.json "${INIT[@]}" &
 p1=$!
-train "$OUT/bswa-m1" --config configs/bswa-tiny.json "${INIT[@]}" &
+train_arm "$OUT/bswa-m1" --config configs/bswa-tiny.json "${INIT[@]}" &
 p2=$!
 wait $p1 $p2
-train "$OUT/fam-m1" --config configs/fam-tiny.json "${INIT[@]}" --set model.mixer.memory_blocks=1 &
+train_arm "$OUT/fam-m1" --config configs/fam-tiny.json "${INIT[@]}" --set model.mixer.memory_blocks=1 &
 p1=$!
-train "$OUT/bswa-m3" --config configs/bswa-tiny.json "${INIT[@]}" --set model.mixer.memory_blocks=3 &
+train_arm "$OUT/bswa-m3" --config configs/bswa-tiny.json "${INIT[@]}" --set model.mixer.memory_blocks=3 &
 p2=$!
 wait $p1 $p2
 

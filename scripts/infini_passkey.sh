@@ -31,30 +31,17 @@ LONG_LENGTHS=${LONG_LENGTHS:-4000,32000,256000,1000000}
 mkdir -p "$OUT"
 
 # train NAME ARGS...: trains into $OUT/NAME unless it has finished; resumes a killed run.
-train() {
-  local name=$1
-  shift
-  local dir=$OUT/$name
-  if [ -f "$dir/DONE" ]; then
-    echo "[$name] finished earlier"
-    return
-  fi
-  local r=
-  if ls "$dir"/checkpoint-* >/dev/null 2>&1; then r=--resume; fi
-  echo "[$name] training (log: $dir.log)"
-  "$LONGCTX" --threads "$THREADS" train --out "$dir" $r "$@" >"$dir.log" 2>&1
-  touch "$dir/DONE"
-}
+. "$(dirname "$0")/train_arm.sh"
 
 # Stage 1 uses both threads: it runs alone.
-THREADS=$((THREADS * 2)) train stage1 --config configs/infini-passkey.json
+THREADS=$((THREADS * 2)) train_arm "$OUT/stage1" --config configs/infini-passkey.json
 
 STAGE2=(--config configs/infini-passkey-stage2.json --set "train.init_from=$OUT/stage1")
-train delta "${STAGE2[@]}" &
+train_arm "$OUT/delta" "${STAGE2[@]}" &
 p1=$!
-train linear "${STAGE2[@]}" --set model.mixer.update=linear &
+train_arm "$OUT/linear" "${STAGE2[@]}" --set model.mixer.update=linear &
 p2=$!
-train sliding-window "${STAGE2[@]}" --set 'model.mixer={"type":"sliding_window","window":128}' \
+train_arm "$OUT/sliding-window" "${STAGE2[@]}" --set 'model.mixer={"type":"sliding_window","window":128}' \
   --set 'train.init_ignore=["memory_gate"]' &
 p3=$!
 wait $p1 $p2 $p3
