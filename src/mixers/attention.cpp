@@ -1,5 +1,6 @@
 #include "mixers/attention.h"
 
+#include "mixers/projections.h"
 #include "nn/attention.h"
 
 namespace longctx {
@@ -27,11 +28,7 @@ AttentionMixerOptions AttentionMixerOptions::parse(Fields& f, int64_t d_model, i
 AttentionMixer::AttentionMixer(AttentionMixerOptions o) : o_(o), rope_(o.rope) {
   dh_ = o_.d_model / o_.n_heads;
   int64_t kvh = o_.n_kv_heads ? o_.n_kv_heads : o_.n_heads;
-  auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
-  q_proj = register_module("q_proj", lin(o_.d_model, o_.n_heads * dh_));
-  k_proj = register_module("k_proj", lin(o_.d_model, kvh * dh_));
-  v_proj = register_module("v_proj", lin(o_.d_model, kvh * dh_));
-  o_proj = register_module("o_proj", lin(o_.n_heads * dh_, o_.d_model));
+  register_qkvo(*this, o_.d_model, o_.n_heads * dh_, kvh * dh_, q_proj, k_proj, v_proj, o_proj);
 }
 
 torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {

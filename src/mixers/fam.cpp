@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "mixers/projections.h"
+
 namespace longctx {
 
 FamOptions FamOptions::parse(Fields& f, int64_t d_model, int64_t n_heads, const RopeOptions& rope, bool fam) {
@@ -32,11 +34,7 @@ FamOptions FamOptions::parse(Fields& f, int64_t d_model, int64_t n_heads, const 
 FamMixer::FamMixer(FamOptions o) : o_(o), rope_(o.rope), rng_(o.seed) {
   LCX_CHECK(!o_.rope.interleaved, "fam: expects rotate-halves RoPE");
   dh_ = o_.d_model / o_.n_heads;
-  auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
-  q_proj = register_module("q_proj", lin(o_.d_model, o_.d_model));
-  k_proj = register_module("k_proj", lin(o_.d_model, o_.d_model));
-  v_proj = register_module("v_proj", lin(o_.d_model, o_.d_model));
-  o_proj = register_module("o_proj", lin(o_.d_model, o_.d_model));
+  register_qkvo(*this, o_.d_model, o_.d_model, o_.d_model, q_proj, k_proj, v_proj, o_proj);
 }
 
 void FamMixer::hold_initial_fam(double init_std) {
@@ -50,23 +48,28 @@ std::map<std::string, std::vector<double>> FamMixer::diagnostics() const {
   return {{"state_passed", {last_passed_}}};
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FamMixer::qkv(const torch::Tensor& x, const torch::Tensor& pos,
-                                                                      const torch::Tensor& offset) const {
+std::pair<torch::Tensor, torch::Tensor> FamMixer::project(const torch::Tensor& x) const {
   const int64_t B = x.size(0), n = x.size(1), H = o_.n_heads;
   auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
   auto parts = torch::matmul(x, w.t()).view({B, n, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
-  torch::Tensor rot;
-  if (!offset.defined()) {
-    rot = rope_.apply(parts[0], pos, /*time_dim=*/1);
-  } else {  // a position offset per example: angles [B, n, 1, d/2], rotate-halves as in Rope
-    auto ang = rope_.angles((pos.unsqueeze(0) + offset.unsqueeze(1)).reshape({-1})).view({B, n, 1, dh_ / 2});
-    auto full = torch::cat({ang, ang}, -1);
-    const auto& y = parts[0];
-    auto partner = torch::cat({-y.narrow(-1, dh_ / 2, dh_ / 2), y.narrow(-1, 0, dh_ / 2)}, -1);
-    rot = y * torch::cos(full).to(y.scalar_type()) + partner * torch::sin(full).to(y.scalar_type());
-  }
-  auto qk = rot.split_with_sizes({H, H}, 2);
-  return {qk[0].transpose(1, 2), qk[1].transpose(1, 2), parts[1].transpose(1, 2)};
+  return {parts[0], parts[1]};
+}
+
+torch::Tensor FamMixer::rotate(const torch::Tensor& y, const torch::Tensor& pos, const torch::Tensor& offset) const {
+  if (!offset.defined()) return rope_.apply(y, pos, /*time_dim=*/1);
+  // A position offset per example: angles [B, n, 1, d/2], rotate-halves as in Rope.
+  const int64_t B = y.size(0), n = y.size(1);
+  auto ang = rope_.angles((pos.unsqueeze(0) + offset.unsqueeze(1)).reshape({-1})).view({B, n, 1, dh_ / 2});
+  auto full = torch::cat({ang, ang}, -1);
+  auto partner = torch::cat({-y.narrow(-1, dh_ / 2, dh_ / 2), y.narrow(-1, 0, dh_ / 2)}, -1);
+  return y * torch::cos(full).to(y.scalar_type()) + partner * torch::sin(full).to(y.scalar_type());
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FamMixer::qkv(const torch::Tensor& x, const torch::Tensor& pos,
+                                                                      const torch::Tensor& offset) const {
+  auto [qk, v] = project(x);
+  auto rot = rotate(qk, pos, offset).split_with_sizes({o_.n_heads, o_.n_heads}, 2);
+  return {rot[0].transpose(1, 2), rot[1].transpose(1, 2), v.transpose(1, 2)};
 }
 
 torch::Tensor fam_visibility(int64_t n_mem, int64_t n_fam, int64_t fill, int64_t n_queries, bool fam_queries) {
@@ -162,11 +165,15 @@ torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContex
   held.reserve({k, v}, fill);
   auto mk = state.get("mk"), mv = state.get("mv");  // the previous m blocks
   int64_t block_start = pos0 - fill;
-  // F_{tau-1}'s keys and values sit at the last F positions before the block.
-  torch::Tensor fk, fv;
+  // F_{tau-1} is projected once per block: its keys sit at the last F positions before the
+  // block; its queries (the update, when the block completes) at the block's last F positions.
+  const int64_t H = o_.n_heads;
+  torch::Tensor fam_qk, fk, fv;
   auto fam_kv = [&](int64_t at) {
-    auto r = qkv(layer_.pre_norm(fam), torch::arange(at - F, at, torch::kInt64), offset);
-    fk = std::get<1>(r), fv = std::get<2>(r);
+    auto [qk, val] = project(layer_.pre_norm(fam));
+    fam_qk = qk;
+    fk = rotate(qk.narrow(2, H, H), torch::arange(at - F, at, torch::kInt64), offset).transpose(1, 2);
+    fv = val.transpose(1, 2);
   };
   if (F > 0) fam_kv(block_start);
 
@@ -188,7 +195,7 @@ torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContex
         // FAM update: F_{tau-1} queries the same keys (the memory masked out) at the last F
         // positions of the block; then the layer's feed-forward.
         const int64_t end = block_start + Lb;
-        auto fq = std::get<0>(qkv(layer_.pre_norm(fam), torch::arange(end - F, end, torch::kInt64), offset));
+        auto fq = rotate(fam_qk.narrow(2, 0, H), torch::arange(end - F, end, torch::kInt64), offset).transpose(1, 2);
         auto a = attend(fq, K, V, fam_visibility(n_mem, F, Lb, F, true));
         fam = layer_.ff(fresh ? a : a + fam);
         fresh = false;

@@ -68,8 +68,12 @@ class FamMixer : public Mixer {
   torch::Tensor fam_init;  // [F, D] on layer 0 only
 
  private:
-  // q, k, v [B, H, n, d] of rows x [B, n, D] (already normalised), q and k rotated at `pos` [n]
-  // plus the per-example offset [B] when defined.
+  // Rows x [B, n, D] (already normalised) through the projections: q|k before RoPE
+  // [B, n, 2H, d] and v [B, n, H, d].
+  std::pair<torch::Tensor, torch::Tensor> project(const torch::Tensor& x) const;
+  // RoPE on y [B, n, heads, d] at `pos` [n], plus the per-example offset [B] when defined.
+  torch::Tensor rotate(const torch::Tensor& y, const torch::Tensor& pos, const torch::Tensor& offset) const;
+  // q, k, v [B, H, n, d] of rows x, q and k rotated at `pos` (+ offset).
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> qkv(const torch::Tensor& x, const torch::Tensor& pos,
                                                               const torch::Tensor& offset) const;
   // softmax(q k^T / sqrt(d), keys not `visible` [nq, nk] masked) v -> o_proj, as [B, nq, D].

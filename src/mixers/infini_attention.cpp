@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "mixers/projections.h"
+
 namespace longctx {
 
 InfiniAttentionOptions InfiniAttentionOptions::parse(Fields& f, int64_t d_model, int64_t n_heads,
@@ -28,11 +30,7 @@ InfiniAttentionOptions InfiniAttentionOptions::parse(Fields& f, int64_t d_model,
 
 InfiniAttentionMixer::InfiniAttentionMixer(InfiniAttentionOptions o) : o_(o), rope_(o.rope) {
   dh_ = o_.d_model / o_.n_heads;
-  auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
-  q_proj = register_module("q_proj", lin(o_.d_model, o_.d_model));
-  k_proj = register_module("k_proj", lin(o_.d_model, o_.d_model));
-  v_proj = register_module("v_proj", lin(o_.d_model, o_.d_model));
-  o_proj = register_module("o_proj", lin(o_.d_model, o_.d_model));
+  register_qkvo(*this, o_.d_model, o_.d_model, o_.d_model, q_proj, k_proj, v_proj, o_proj);
   memory_gate = register_parameter("memory_gate", torch::full({o_.n_heads}, o_.gate_init));
 }
 
