@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope
+.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon
 
 all: build
 
@@ -77,6 +77,14 @@ recipe-longrope: data build-cli
 	LONGCTX=$(LONGCTX) ./scripts/longrope.sh runs/longrope
 	LONGCTX=$(LONGCTX) PASSKEY="longrope=runs/longrope/ft-longrope yarn=runs/longrope/ft-yarn" PASSKEY_SAMPLES=5 \
 	  ./scripts/longrope_report.sh runs/longrope
+
+# Activation Beacon on models/transformer-tiny-1k (issue 7): trains the beacons of the frozen
+# base, then bits per byte on Moby Dick from W to 64W and the whole book against the base, its
+# sliding window and PI/NTK, and passkey; scripts/beacon.sh says how. Resumes. Exports the
+# beacons' model to models/beacon-tiny.
+recipe-beacon: data build-cli
+	LONGCTX=$(LONGCTX) scripts/beacon.sh
+	$(LONGCTX) export --model runs/beacon/train --out models/beacon-tiny --dtype F16
 
 clean:
 	rm -rf $(BUILD)

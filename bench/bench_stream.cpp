@@ -7,7 +7,8 @@
 //                      [--chunk 512] [--mixers infini_attention,sliding_window,full_attention]
 // With a TransformerFAM config, --mixers fam,bswa measures FAM against BSWA with the same blocks.
 // A mixer named like the config's own (e.g. --config configs/megalodon-tiny.json --mixers
-// megalodon) keeps every field of the config's mixer.
+// megalodon) keeps every field of the config's mixer; with an Activation Beacon config,
+// activation_beacon@N runs its beacons at ratio N (--model runs/beacon/train for trained weights).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -88,6 +89,12 @@ int main(int argc, char** argv) {
     } else if (mixer == "infini_attention") {
       c.mixer = {{"type", mixer}, {"segment", segment}};
       label += " (segment " + std::to_string(segment) + ")";
+    } else if (mixer.rfind("activation_beacon@", 0) == 0 && base.mixer_type() == "activation_beacon") {
+      // The config's beacons at one ratio: activation_beacon@8.
+      c.mixer = base.mixer;
+      c.mixer["ratio"] = std::atoll(mixer.c_str() + mixer.find('@') + 1);
+      label = "activation_beacon (window " + c.mixer.value("window", nlohmann::json(256)).dump() + ", ratio " +
+              c.mixer["ratio"].dump() + ")";
     } else if (mixer == base.mixer_type()) {
       c.mixer = base.mixer;  // the config's own mixer with all its fields (e.g. megalodon)
       if (mixer == "fam" || mixer == "bswa")

@@ -1,5 +1,7 @@
 // Training throughput of a model config against the machine's sgemm peak, in one run.
 //   build/bench_train [--config configs/transformer-tiny.json] [--batch 16] [--seq 256] [--steps 10]
+// With train.trainable (Activation Beacon) only those parameters train, as in `longctx train`;
+// the model FLOPs below still count the full 6 N.
 // Model FLOPs per token: 6 N (N = non-embedding parameters) + 6 L T D (causal attention
 // scores and values, forward + backward, half the T x T products skipped by causality).
 #include <sstream>
@@ -21,11 +23,13 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   CausalLM m(cfg.model);
   m->train();
-  auto groups = make_param_groups([&] {
-    std::vector<std::pair<std::string, torch::Tensor>> v;
-    for (auto& p : m->named_parameters()) v.push_back({p.key(), p.value()});
-    return v;
-  }(), cfg.train);
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& p : m->named_parameters()) named.push_back({p.key(), p.value()});
+  // train.trainable (Activation Beacon: only the beacons train) freezes the rest, as the trainer does.
+  int64_t trained = 0;
+  if (!cfg.train.trainable.empty()) freeze_except(named, cfg.train.trainable);
+  for (auto& [n, p] : named) trained += p.requires_grad() ? p.numel() : 0;
+  auto groups = make_param_groups(named, cfg.train);
   AdamW opt(groups, 0.9, 0.95, 1e-8);
   auto x = torch::randint(0, cfg.model.vocab_size, {B, T}), y = torch::randint(0, cfg.model.vocab_size, {B, T});
   auto step = [&] {
@@ -46,11 +50,11 @@ int main(int argc, char** argv) {
   double flops_tok = 6 * N + 6.0 * cfg.model.n_layers * T * cfg.model.d_model;
   double tps = B * T / dt;
   double achieved = tps * flops_tok / 1e9;
-  std::printf("| config | params | batch x seq | threads | step s | tokens/s | model GFLOP/s | sgemm peak GFLOP/s | fraction of peak | peak RSS |\n");
+  std::printf("| config | params (trained) | batch x seq | threads | step s | tokens/s | model GFLOP/s | sgemm peak GFLOP/s | fraction of peak | peak RSS |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-  std::printf("| %s | %.2fM | %lld x %lld | %d | %.3f | %.0f | %.1f | %.1f | %.2f | %s |\n",
+  std::printf("| %s | %.2fM (%.2fM) | %lld x %lld | %d | %.3f | %.0f | %.1f | %.1f | %.2f | %s |\n",
               bench::flag(argc, argv, "config", "configs/transformer-tiny.json").c_str(), m->num_parameters() / 1e6,
-              (long long)B, (long long)T, threads, dt, tps, achieved, peak, achieved / peak,
+              trained / 1e6, (long long)B, (long long)T, threads, dt, tps, achieved, peak, achieved / peak,
               human_bytes(peak_rss_bytes()).c_str());
   return 0;
 }

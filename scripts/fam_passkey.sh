@@ -9,7 +9,7 @@
 #   fam-m1    FAM with one memory block
 #   bswa-m1   BSWA with one memory block
 #   bswa-m3   BSWA with three
-# Then passkey for every arm at 256..4096 tokens and for fam-m0 at 4K..1M, and bits per byte
+# Then passkey for every arm at 300..4000 tokens (off the 128-token block grid) and for fam-m0 at 4K..1M, and bits per byte
 # on Moby Dick read whole. Resumes; skips what is complete. Environment: LONGCTX, OUT,
 # INFINI_OUT (where stage 1 is), THREADS (per arm; two arms at a time), PASSKEY_SEED,
 # LONG_SAMPLES, LONG_LENGTHS.
@@ -19,8 +19,8 @@ OUT=${OUT:-runs/fam-passkey}
 INFINI_OUT=${INFINI_OUT:-runs/infini-passkey}
 THREADS=${THREADS:-1}
 SEED=${PASSKEY_SEED:-1}
-LONG_SAMPLES=${LONG_SAMPLES:-20}
-LONG_LENGTHS=${LONG_LENGTHS:-4096,32768,262144,1048576}
+LONG_SAMPLES=${LONG_SAMPLES:-2}
+LONG_LENGTHS=${LONG_LENGTHS:-4000,32000,256000,1000000}
 mkdir -p "$OUT" "$INFINI_OUT"
 
 . "$(dirname "$0")/train_arm.sh"
@@ -40,7 +40,7 @@ wait $p1 $p2
 
 for arm in fam-m0 fam-m1 bswa-m1 bswa-m3; do
   if [ ! -f "$OUT/$arm/passkey-short/summary.json" ]; then
-    "$LONGCTX" --threads $((THREADS * 2)) eval passkey --model "$OUT/$arm" --lengths 256,512,1024,2048,4096 \
+    "$LONGCTX" --threads $((THREADS * 2)) eval passkey --model "$OUT/$arm" --lengths 300,500,1000,2000,4000 \
       --depths 0,25,50,75,100 --samples 20 --seed "$SEED" --out "$OUT/$arm/passkey-short"
   fi
   if [ ! -f "$OUT/$arm/moby-dick.json" ]; then

@@ -213,3 +213,42 @@ TEST(Checkpoint, IgnoredTensorsTransferWeightsBetweenMixers) {
   EXPECT_TRUE(torch::equal(pf["model.layers.0.self_attn.fam_init"], before));
   EXPECT_TRUE(torch::equal(pf["model.layers.1.self_attn.q_proj.weight"], pi["model.layers.1.self_attn.q_proj.weight"]));
 }
+
+TEST(Train, BeaconsTrainAloneFromCopiesOfTheFrozenBase) {
+  // A base transformer, then Activation Beacon from it: the beacons' projections start as copies
+  // of the base's (train.init_copy), only they train (train.trainable), the base stays as it was.
+  auto base_cfg = tiny_run(2);
+  auto a = temp_dir("beacon_base"), b = temp_dir("beacon_run"), c = temp_dir("beacon_still");
+  TrainOptions o;
+  o.out = a;
+  o.quiet = true;
+  train(base_cfg, o);
+  auto j = json::parse(R"({
+    "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64,
+              "mixer": {"type": "activation_beacon", "window": 8, "ratios": [2, 4]}},
+    "data": {"train": ["sotu"], "val_docs": 3, "seq_len": 32},
+    "train": {"steps": 3, "batch_size": 2, "lr": 0.01, "warmup_steps": 0, "eval_every": 3, "eval_batches": 1,
+              "checkpoint_every": 0, "log_every": 1, "seed": 4, "trainable": ["beacon_"], "init_ignore": ["beacon_embed"],
+              "init_copy": {"beacon_q_proj": "q_proj", "beacon_k_proj": "k_proj", "beacon_v_proj": "v_proj",
+                            "beacon_o_proj": "o_proj"}}})");
+  j["train"]["init_from"] = a;
+  o.out = b;
+  train(RunConfig::from_json(j, "beacon"), o);
+  auto pa = load_pretrained(a).model->named_parameters();
+  auto pb = load_pretrained(b).model->named_parameters();
+  for (auto& p : pa)  // every base parameter, bit for bit
+    EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+  const std::string l0 = "model.layers.0.self_attn.";
+  EXPECT_GT(max_abs_diff(pb[l0 + "beacon_k_proj.weight"], pa[l0 + "k_proj.weight"]), 1e-4);  // trained
+  // At a negligible learning rate the copies are still the base's projections.
+  j["train"]["lr"] = 1e-12;
+  o.out = c;
+  train(RunConfig::from_json(j, "beacon"), o);
+  auto pc = load_pretrained(c).model->named_parameters();
+  for (auto n : {"q_proj", "k_proj", "v_proj", "o_proj"})
+    EXPECT_LT(max_abs_diff(pc[l0 + "beacon_" + n + ".weight"], pa[l0 + n + ".weight"]), 1e-6) << n;
+  // A copy rule whose source the file lacks is named.
+  j["train"]["init_copy"] = {{"beacon_q_proj", "nothing_proj"}};
+  expect_error([&] { train(RunConfig::from_json(j, "beacon"), TrainOptions{temp_dir("beacon_bad"), false, 0, 0, true}); },
+               {"beacon_q_proj", "nothing_proj", "which the file lacks"});
+}

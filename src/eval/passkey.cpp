@@ -80,7 +80,12 @@ std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, con
   for (int64_t L : o.lengths) {
     std::vector<double> depths = o.depths;
     std::sort(depths.begin(), depths.end());
-    ModelState prefix = model->new_state();
+    auto fresh = [&] {  // a state that knows the prompt's length (Activation Beacon plans by it)
+      ModelState s = model->new_state();
+      s.expected_tokens = L;
+      return s;
+    };
+    ModelState prefix = fresh();
     int64_t prefix_pos = 0;
     for (double depth : depths) {
       LCX_CHECK(depth >= 0 && depth <= 100, "passkey: depth ", depth, " must be in [0, 100] (percent)");
@@ -129,7 +134,7 @@ std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, con
         const int64_t n = int64_t(g1 - g0);
         // The shared prefix (task + noise), extended from the previous depth when possible.
         const int64_t pre = int64_t(p0.head.size()) + p0.n_prefix;
-        if (pre < prefix_pos) prefix = model->new_state(), prefix_pos = 0;
+        if (pre < prefix_pos) prefix = fresh(), prefix_pos = 0;
         if (pre > prefix_pos) fd.feed_shared(prefix, pk, p0, prefix_pos, pre - prefix_pos, 1);
         prefix_pos = pre;
         ModelState st = prefix.clone();

@@ -33,6 +33,7 @@ PplResult eval_bits_per_byte(CausalLM& model, const std::vector<int64_t>& tokens
     }
     auto x = torch::stack(xs), y = torch::stack(ys);
     auto st = model->new_state();
+    st.expected_tokens = len;
     for (int64_t i = 0; i < len; i += o.chunk) {
       int64_t n = std::min(o.chunk, len - i);
       auto logits = model->forward(x.narrow(1, i, n), st);

@@ -41,7 +41,7 @@ class AttentionMixer : public Mixer {
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};  // [D, D] ...
 
- private:
+ protected:  // Activation Beacon extends this mixer
   AttentionMixerOptions o_;
   Rope rope_;
   int64_t dh_;

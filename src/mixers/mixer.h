@@ -25,6 +25,9 @@ struct StepContext {
   bool training = false;
   // False when the state after this call is not read again: a mixer may skip computing it.
   bool hand_on = true;
+  // The length of the stream being read, when the caller knows it (0: unknown). A mixer may
+  // plan by it (Activation Beacon picks its condensing ratio).
+  int64_t expected_tokens = 0;
   // Tensors one layer hands to the next within the call (e.g. a mechanism's side stream).
   std::map<std::string, torch::Tensor> carry;
 };

@@ -1,6 +1,7 @@
 #include "model/factory.h"
 
 #include "io/json_fields.h"
+#include "mixers/activation_beacon.h"
 #include "mixers/attention.h"
 #include "mixers/fam.h"
 #include "mixers/infini_attention.h"
@@ -24,6 +25,15 @@ std::shared_ptr<Mixer> attention_mixer(const ModelConfig& c, const std::string& 
   f.done();
   o.scaling = RopeScaling::parse(c.rope_scaling, c.max_position_embeddings, where);
   return std::make_shared<AttentionMixer>(o);
+}
+
+std::shared_ptr<Mixer> beacon_mixer(const ModelConfig& c, const std::string& where) {
+  Fields f(c.mixer, where, "model.mixer");
+  f.get<std::string>("type", "");
+  auto a = AttentionMixerOptions::parse(f, c.d_model, c.n_heads, rope_of(c), false);
+  auto b = BeaconOptions::parse(f, c.max_position_embeddings);
+  f.done();
+  return std::make_shared<BeaconMixer>(a, b);
 }
 
 std::shared_ptr<Mixer> infini_mixer(const ModelConfig& c, const std::string& where) {
@@ -68,6 +78,7 @@ const Entry kMixers[] = {
     {"megalodon", megalodon_mixer, Shape::megalodon},
     {"bswa", [](const ModelConfig& c, const std::string& w) { return fam_mixer(c, w, false); }},
     {"fam", [](const ModelConfig& c, const std::string& w) { return fam_mixer(c, w, true); }},
+    {"activation_beacon", beacon_mixer},
 };
 
 const Entry& find(const ModelConfig& c, const std::string& where) {
@@ -106,6 +117,8 @@ std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer) {
                                             c.norm_eps);
   // TransformerFAM's learned initial memory sits at the token-embedding level: layer 0 holds it.
   if (auto fam = std::dynamic_pointer_cast<FamMixer>(mixer); fam && layer == 0) fam->hold_initial_fam(c.init_std);
+  // So does Activation Beacon's beacon embedding.
+  if (auto b = std::dynamic_pointer_cast<BeaconMixer>(mixer); b && layer == 0) b->hold_beacon_embedding(c.init_std);
   return std::make_shared<PreNormBlock>(mixer, c.d_model, c.ffn_dim(), c.norm_eps);
 }
 

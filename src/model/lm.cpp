@@ -21,6 +21,7 @@ ModelState ModelState::clone() const {
   ModelState m;
   m.tokens = tokens;
   m.hand_on = hand_on;
+  m.expected_tokens = expected_tokens;
   m.head = head.clone();
   for (auto& s : layers) m.layers.push_back(s.clone());
   return m;
@@ -106,6 +107,7 @@ torch::Tensor CausalLMImpl::hidden(const torch::Tensor& tokens, ModelState& stat
   StepContext ctx;
   ctx.training = training;
   ctx.hand_on = state.hand_on;
+  ctx.expected_tokens = state.expected_tokens;
   auto h = model->embed_tokens(tokens);
   for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->forward(h, state.layers[i], ctx);
   state.tokens += tokens.size(1);

@@ -20,6 +20,8 @@ struct ModelState {
   // False when the caller drops this state after the call (a training row): mixers may then
   // skip computing what they would hand on to a next call.
   bool hand_on = true;
+  // The whole stream's length when the caller knows it (an evaluation document), else 0.
+  int64_t expected_tokens = 0;
   int64_t bytes() const;
   void detach_();
   ModelState clone() const;

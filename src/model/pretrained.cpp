@@ -62,7 +62,8 @@ void save_weights(const std::string& path, CausalLM& model, const std::string& d
 
 void load_weights(const std::string& path, CausalLM& model) { load_weights(path, model, {}); }
 
-void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore) {
+void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore,
+                  const std::map<std::string, std::string>& copies) {
   auto f = load_safetensors(path);
   torch::NoGradGuard ng;
   std::set<std::string> used;
@@ -72,14 +73,22 @@ void load_weights(const std::string& path, CausalLM& model, const std::vector<st
     return false;
   };
   for (auto& [n, p] : named_weights(model)) {
-    if (!f.has(n) && ignored(n)) continue;  // keeps its fresh initialisation
-    LCX_CHECK(f.has(n), path, ": missing tensor '", n, "' for this model's config");
-    const auto& t = f.at(n);
+    std::string from = n;
+    if (!f.has(n))
+      for (auto& [to, src] : copies)
+        if (auto at = n.find(to); at != std::string::npos) {
+          from = n.substr(0, at) + src + n.substr(at + to.size());
+          LCX_CHECK(f.has(from), path, ": parameter '", n, "' is to be copied from '", from, "', which the file lacks");
+          break;
+        }
+    if (!f.has(from) && ignored(n)) continue;  // keeps its fresh initialisation
+    LCX_CHECK(f.has(from), path, ": missing tensor '", n, "' for this model's config");
+    const auto& t = f.at(from);
     LCX_CHECK(t.sizes() == p.sizes(), path, ": tensor '", n, "' has shape ", t.sizes(), ", the model expects ",
               p.sizes());
     LCX_CHECK(t.is_floating_point(), path, ": tensor '", n, "' is not floating point");
     p.copy_(t.to(p.scalar_type()));
-    used.insert(n);
+    used.insert(from);
   }
   for (auto& [n, t] : f.tensors)
     LCX_CHECK(used.count(n) || ignored(n), path, ": tensor '", n, "' is not a parameter of this model's config");

@@ -3,6 +3,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,7 +36,12 @@ void load_weights(const std::string& path, CausalLM& model);
 // match. Such tensors of the file are skipped, and such parameters of the model that the file
 // lacks keep their initialisation (e.g. Infini-attention's projections into a TransformerFAM
 // model: ignore "memory_gate" and "fam_init"). Every other parameter must be in the file.
-void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore);
+// `copies` maps a name fragment of the model to one of the file: a parameter the file lacks
+// whose name contains a key is initialised from the file's tensor named with the key replaced by
+// its value (Activation Beacon's {"beacon_q_proj": "q_proj"}: the beacons' projections start as
+// copies of the base model's).
+void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore,
+                  const std::map<std::string, std::string>& copies = {});
 
 // The parameter tensors of a model by name (tied weights once).
 std::vector<std::pair<std::string, torch::Tensor>> named_weights(CausalLM& model);

@@ -56,6 +56,8 @@ nlohmann::json RunConfig::to_json() const {
   tr["device"] = train.device;
   if (!train.init_from.empty()) tr["init_from"] = train.init_from;
   if (!train.init_ignore.empty()) tr["init_ignore"] = train.init_ignore;
+  if (!train.init_copy.empty()) tr["init_copy"] = train.init_copy;
+  if (!train.trainable.empty()) tr["trainable"] = train.trainable;
   if (train.selective.enabled())
     tr["selective"] = {{"reference", train.selective.reference}, {"keep", train.selective.keep},
                        {"select", train.selective.select}, {"cache", train.selective.cache}};
@@ -195,6 +197,12 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
     t.init_from = f.get<std::string>("init_from", "");
     t.init_ignore = f.get<std::vector<std::string>>("init_ignore", {});
     f.check(t.init_ignore.empty() || !t.init_from.empty(), "init_ignore", "(set)", "needs train.init_from");
+    t.init_copy = f.get<std::map<std::string, std::string>>("init_copy", {});
+    f.check(t.init_copy.empty() || !t.init_from.empty(), "init_copy", "(set)", "needs train.init_from");
+    for (auto& [to, from] : t.init_copy)
+      f.check(!to.empty() && !from.empty(), "init_copy", to + ": " + from, "needs non-empty name fragments");
+    t.trainable = f.get<std::vector<std::string>>("trainable", {});
+    for (auto& s : t.trainable) f.check(!s.empty(), "trainable", "\"\"", "must not hold an empty fragment");
     if (f.has("selective")) {
       auto g = f.sub("selective");
       auto& sl = t.selective;

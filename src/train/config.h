@@ -2,6 +2,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,12 @@ struct TrainConfig {
   // of the file are skipped and such parameters the file lacks keep their initialisation (e.g.
   // ["memory_gate", "fam_init"] to start TransformerFAM from an Infini-attention checkpoint).
   std::vector<std::string> init_ignore;
+  // Parameters the init_from file lacks, initialised from another of its tensors: a name fragment
+  // of the model -> the fragment of the file (load_weights; Activation Beacon's projections).
+  std::map<std::string, std::string> init_copy;
+  // When not empty, only parameters whose names contain one of these train; every other is
+  // frozen (no gradient, not in the optimizer): Activation Beacon trains only "beacon_".
+  std::vector<std::string> trainable;
   SelectiveConfig selective;
   // Per-token losses of a fixed probe of training tokens at every evaluation, and the shares
   // of RHO-1's token categories (H->H, L->H, H->L, L->L) between the evaluations so far.

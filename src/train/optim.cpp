@@ -31,6 +31,19 @@ std::vector<ParamGroup> make_param_groups(const std::vector<std::pair<std::strin
   return out;
 }
 
+int64_t freeze_except(const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                      const std::vector<std::string>& fragments) {
+  int64_t n = 0;
+  for (auto& [name, p] : params) {
+    bool train = false;
+    for (auto& s : fragments) train = train || name.find(s) != std::string::npos;
+    auto q = p;  // the same parameter (a handle)
+    q.set_requires_grad(train);
+    n += train;
+  }
+  return n;
+}
+
 AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double eps)
     : groups_(std::move(groups)), b1_(beta1), b2_(beta2), eps_(eps) {
   for (auto& g : groups_) {

@@ -23,6 +23,12 @@ struct ParamGroup {
 std::vector<ParamGroup> make_param_groups(const std::vector<std::pair<std::string, torch::Tensor>>& params,
                                           const TrainConfig& t);
 
+// train.trainable: parameters whose names contain one of `fragments` keep requires_grad; every
+// other is frozen (requires_grad false, so make_param_groups leaves it out). Returns how many
+// parameters stay trainable.
+int64_t freeze_except(const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                      const std::vector<std::string>& fragments);
+
 class AdamW {
  public:
   AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double eps);

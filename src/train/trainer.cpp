@@ -272,6 +272,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
   CausalLM model(cfg.model);
   model->to(device);
   model->train();
+  if (!t.trainable.empty())
+    LCX_CHECK(freeze_except(named_weights(model), t.trainable) > 0, "train.trainable: no parameter of this model matches");
   auto groups = make_param_groups(named_weights(model), t);
   AdamW opt_(groups, t.beta1, t.beta2, t.eps);
   std::vector<torch::Tensor> params;
@@ -299,7 +301,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     if (!t.init_from.empty()) {
       std::string w = t.init_from + "/model.safetensors";
       LCX_CHECK(std::filesystem::exists(w), "train.init_from: ", w, " does not exist");
-      load_weights(w, model, t.init_ignore);
+      load_weights(w, model, t.init_ignore, t.init_copy);
       if (!opt.quiet) std::fprintf(stderr, "initialised from %s\n", w.c_str());
     }
     write_file_atomic(log_path, "");

@@ -1,0 +1,175 @@
+#include "mixers/activation_beacon.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "mixers/projections.h"
+#include "nn/attention.h"
+
+namespace longctx {
+
+BeaconOptions BeaconOptions::parse(Fields& f, int64_t max_position_embeddings) {
+  BeaconOptions o;
+  o.window = f.get<int64_t>("window", o.window);
+  f.check(o.window > 0, "window", o.window, "must be > 0");
+  o.ratios = f.get<std::vector<int64_t>>("ratios", o.ratios);
+  f.check(!o.ratios.empty(), "ratios", "[]", "must name at least one ratio");
+  for (auto r : o.ratios)
+    f.check(r > 0 && o.window % r == 0, "ratios", r, "must be > 0 and divide the window (" + std::to_string(o.window) + ")");
+  std::sort(o.ratios.begin(), o.ratios.end());
+  o.ratio = f.get<int64_t>("ratio", o.ratio);
+  f.check(o.ratio >= 0 && (o.ratio == 0 || o.window % o.ratio == 0), "ratio", o.ratio,
+          "must be 0 (auto) or divide the window (" + std::to_string(o.window) + ")");
+  o.max_positions = f.get<int64_t>("max_positions", max_position_embeddings);
+  f.check(o.max_positions == 0 || o.max_positions > o.window, "max_positions", o.max_positions,
+          "must be 0 (unknown) or more than the window (" + std::to_string(o.window) + ")");
+  o.attend = f.get<std::string>("attend", o.attend);
+  f.check(o.attend == "step" || o.attend == "segment" || o.attend == "full", "attend", o.attend,
+          "must be \"step\" (stepwise expansion), \"segment\" or \"full\"");
+  o.beacons = f.get<bool>("beacons", o.beacons);
+  o.seed = f.get<uint64_t>("seed", o.seed);
+  return o;
+}
+
+int64_t BeaconOptions::reach(int64_t alpha) const { return (max_positions - window) * alpha + window; }
+
+int64_t BeaconOptions::choose(int64_t expected) const {
+  if (expected > 0 && max_positions > window)
+    for (auto r : ratios)
+      if (reach(r) >= expected) return r;
+  return ratios.back();
+}
+
+BeaconMixer::BeaconMixer(AttentionMixerOptions a, BeaconOptions b) : AttentionMixer(a), b_(std::move(b)), rng_(b_.seed) {
+  LCX_CHECK(o_.n_kv_heads == 0 || o_.n_kv_heads == o_.n_heads, "activation_beacon: n_kv_heads (GQA) is not supported");
+  LCX_CHECK(!o_.rope.interleaved, "activation_beacon: expects rotate-halves RoPE");
+  // The beacons' projections, registered after the base's (which keep Hugging Face's names).
+  auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
+  const int64_t D = o_.d_model;
+  beacon_q_proj = register_module("beacon_q_proj", lin(D, D));
+  beacon_k_proj = register_module("beacon_k_proj", lin(D, D));
+  beacon_v_proj = register_module("beacon_v_proj", lin(D, D));
+  beacon_o_proj = register_module("beacon_o_proj", lin(D, D));
+}
+
+void BeaconMixer::hold_beacon_embedding(double init_std) {
+  if (beacon_embed.defined()) return;
+  torch::NoGradGuard ng;
+  beacon_embed = register_parameter("beacon_embed", torch::randn({o_.d_model}) * init_std);
+}
+
+std::map<std::string, std::vector<double>> BeaconMixer::diagnostics() const {
+  if (!b_.beacons) return {};
+  return {{"ratio", {double(last_ratio_)}}};
+}
+
+torch::Tensor beacon_visibility(int64_t m, int64_t l, int64_t alpha, const std::string& attend) {
+  const int64_t k = l / alpha;
+  auto i = torch::arange(k, torch::kInt64).unsqueeze(1);   // beacon i (0-based) covers raw i*alpha .. (i+1)*alpha-1
+  auto raw = torch::arange(l, torch::kInt64).unsqueeze(0);
+  torch::Tensor sees_raw;
+  if (attend == "step") sees_raw = raw < (i + 1) * alpha;
+  else if (attend == "segment") sees_raw = (raw >= i * alpha).logical_and(raw < (i + 1) * alpha);
+  else sees_raw = torch::ones({k, l}, torch::kBool);
+  auto sees_memory = torch::ones({k, m}, torch::kBool);
+  auto sees_beacons = torch::eye(k, torch::kBool);  // only itself inside the window
+  return torch::cat({sees_memory, sees_raw, sees_beacons}, 1);
+}
+
+torch::Tensor BeaconMixer::condense(const torch::Tensor& h, const torch::Tensor& raw_k, const torch::Tensor& raw_v,
+                                    int64_t alpha, State& state) {
+  const int64_t B = h.size(0), k = h.size(1), H = o_.n_heads, D = o_.d_model, l = b_.window;
+  const int64_t m = KVCache::length(state, "m");
+  auto w = torch::cat({beacon_q_proj->weight, beacon_k_proj->weight, beacon_v_proj->weight}, 0);
+  auto parts = torch::matmul(layer_.pre_norm(h), w.t()).view({B, k, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
+  // Inside the window beacon i (1-based) sits at m + i * alpha; in memory at its slot m + i - 1.
+  auto qk = rope_.apply(parts[0], torch::arange(1, k + 1, torch::kInt64) * alpha + m, 1).split_with_sizes({H, H}, 2);
+  auto q = qk[0].transpose(1, 2), kw = qk[1].transpose(1, 2), v = parts[1].transpose(1, 2);
+  std::vector<torch::Tensor> ks, vs;
+  if (m > 0) ks.push_back(state.at("mk")), vs.push_back(state.at("mv"));
+  ks.insert(ks.end(), {raw_k, kw});
+  vs.insert(vs.end(), {raw_v, v});
+  auto K = torch::cat(ks, 2), V = torch::cat(vs, 2);
+  auto scores = torch::matmul(q, K.transpose(-2, -1)) * (1.0 / std::sqrt(double(dh_)));
+  scores = scores.masked_fill(beacon_visibility(m, l, alpha, b_.attend).logical_not().to(q.device()),
+                              -std::numeric_limits<double>::infinity());
+  auto y = torch::matmul(torch::softmax(scores, -1), V).transpose(1, 2).reshape({B, k, D});
+  auto out = layer_.ff(beacon_o_proj(y) + h);
+
+  auto k_mem = rope_.apply(parts[0].narrow(2, H, H), torch::arange(m, m + k, torch::kInt64), 1).transpose(1, 2);
+  if (torch::GradMode::is_enabled()) KVCache::append(state, "m", k_mem, v);
+  else KVCache::append(state, "m", k_mem.contiguous(), v.contiguous());
+  return out;
+}
+
+torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
+  if (!b_.beacons) return AttentionMixer::forward(x, state, ctx);
+  LCX_CHECK(layer_.ff, "activation_beacon: the mixer is not inside a layer (attach_layer was not called)");
+  const int64_t B = x.size(0), T = x.size(1), H = o_.n_heads, D = o_.d_model, l = b_.window;
+  const int64_t pos0 = state.counter("pos");
+  int64_t fill = pos0 % l;
+
+  // The ratio of this stream: drawn (training) or chosen (inference) by the first layer of the
+  // first call, then kept in every layer's state.
+  int64_t alpha = state.counter("ratio");
+  if (alpha == 0) {
+    auto it = ctx.carry.find("beacon.ratio");
+    if (it != ctx.carry.end()) {
+      alpha = it->second.item<int64_t>();
+    } else {
+      if (ctx.training)
+        alpha = b_.ratios[std::uniform_int_distribution<size_t>(0, b_.ratios.size() - 1)(rng_)];
+      else
+        alpha = b_.ratio > 0 ? b_.ratio : b_.choose(ctx.expected_tokens);
+      ctx.carry["beacon.ratio"] = torch::tensor(alpha, torch::kInt64);
+    }
+    state.set_counter("ratio", alpha);
+  }
+  last_ratio_ = alpha;
+  const int64_t k_per = l / alpha;
+
+  // Raw tokens: the base model's projections (one GEMM, as the base computes them).
+  auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
+  auto parts = torch::matmul(x, w.t()).view({B, T, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
+  SegmentBuffer held(state, {"k", "v"}, l);  // the current window's raw keys and values
+  auto example = parts[1].narrow(1, 0, 1).transpose(1, 2);
+  held.reserve({example, example}, fill);
+  AttentionOptions ao;
+  ao.q_block = o_.q_block;
+
+  std::vector<torch::Tensor> outs;
+  int64_t completed = 0;  // windows completed in this call: the beacon rows pass layer to layer
+  for (int64_t t = 0; t < T;) {
+    const int64_t len = std::min(l - fill, T - t);
+    const int64_t m = KVCache::length(state, "m");
+    auto pos = torch::arange(m + fill, m + fill + len, torch::kInt64);
+    auto qk = rope_.apply(parts[0].narrow(1, t, len), pos, /*time_dim=*/1).split_with_sizes({H, H}, 2);
+    auto q = qk[0].transpose(1, 2);
+    auto win = held.extend(fill, {qk[1].transpose(1, 2), parts[1].narrow(1, t, len).transpose(1, 2)});
+    auto keys = m > 0 ? torch::cat({state.at("mk"), win[0]}, 2) : win[0];
+    auto vals = m > 0 ? torch::cat({state.at("mv"), win[1]}, 2) : win[1];
+    auto y = attention(q, keys, vals, pos, torch::arange(0, m + fill + len, torch::kInt64), ao);
+    outs.push_back(o_proj(y.transpose(1, 2).reshape({B, len, D})));
+
+    if (fill + len == l) {  // the window is complete: condense it
+      const std::string key = "beacon.rows." + std::to_string(completed++);
+      torch::Tensor rows;
+      if (beacon_embed.defined()) {
+        rows = beacon_embed.to(x.scalar_type()).view({1, 1, D}).expand({B, k_per, D});
+      } else {
+        auto it = ctx.carry.find(key);
+        LCX_CHECK(it != ctx.carry.end(), "activation_beacon: no beacon rows from the layer below (layer 0 holds the "
+                                         "beacon embedding)");
+        rows = it->second;
+      }
+      ctx.carry[key] = condense(rows, win[0], win[1], alpha, state);
+    }
+    fill = held.advance(fill, len, win);
+    t += len;
+  }
+  state.set_counter("pos", pos0 + T);
+  return outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
+}
+
+}  // namespace longctx
