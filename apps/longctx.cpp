@@ -11,6 +11,7 @@
 #include "eval/passkey.h"
 #include "eval/ppl.h"
 #include "eval/report.h"
+#include "eval/ruler.h"
 #include "infer/session.h"
 #include "io/fs.h"
 #include "model/pretrained.h"
@@ -195,6 +196,23 @@ int main(int argc, char** argv) {
   slr->add_option("--cap", lro.cap, "largest factor (default 1.25 x scale; --short: the scale)");
   slr->add_option("--data", lro.data, "corpus of the fitness samples (never the evaluation split or book)");
   slr->add_option("--seed", lro.seed, "seed");
+
+  // ruler prepare
+  auto* ru = app.add_subcommand("ruler", "RULER's 13 tasks (MECHANISMS.md section 5)");
+  ru->require_subcommand(1);
+  auto* rup = ru->add_subcommand("prepare", "write the task data as RULER's JSONL ({out}/{length}/{task}.jsonl), nothing run");
+  std::string ru_model, ru_tok = "byte", ru_tasks = "all", ru_lengths = "4096,8192", ru_out, ru_squad, ru_hotpot;
+  int64_t ru_samples = 100;
+  uint64_t ru_seed = 0;
+  rup->add_option("--model", ru_model, "count tokens with this model's tokenizer");
+  rup->add_option("--tokenizer", ru_tok, "without --model: 'byte' or a folder holding tokenizer.model");
+  rup->add_option("--tasks", ru_tasks, "comma-separated task names, or all");
+  rup->add_option("--lengths", ru_lengths, "comma-separated token budgets (prompt + tokens to generate)");
+  rup->add_option("--samples", ru_samples, "samples per task and length");
+  rup->add_option("--seed", ru_seed, "seed");
+  rup->add_option("--squad", ru_squad, "SQuAD v2 JSON (dev-v2.0.json) for qa_1");
+  rup->add_option("--hotpotqa", ru_hotpot, "HotpotQA JSON (distractor dev set) for qa_2");
+  rup->add_option("--out", ru_out, "output folder")->required();
 
   CLI11_PARSE(app, argc, argv);
 
@@ -405,6 +423,52 @@ int main(int argc, char** argv) {
       auto check = load_pretrained(ex_out);  // refuse to leave a folder that does not load
       std::printf("wrote %s (%s weights, %s)\n", ex_out.c_str(), ex_dtype.c_str(),
                   human_bytes(fs::file_size(ex_out + "/model.safetensors")).c_str());
+      return 0;
+    }
+    if (*rup) {
+      std::unique_ptr<Tokenizer> tok;
+      if (!ru_model.empty()) {
+        auto cfg = nlohmann::json::parse(read_file(ru_model + "/config.json"));
+        tok = make_tokenizer(cfg.contains("tokenizer") ? cfg["tokenizer"].value("type", "byte") : "byte", ru_model);
+      } else {
+        tok = ru_tok == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", ru_tok);
+      }
+      std::vector<std::string> tasks;
+      if (ru_tasks == "all") {
+        for (auto& t : ruler::tasks())
+          if (!ruler::needs_qa(t) || (t == "qa_1" ? !ru_squad.empty() : !ru_hotpot.empty())) tasks.push_back(t);
+          else std::fprintf(stderr, "ruler: %s skipped: no %s given\n", t.c_str(), t == "qa_1" ? "--squad" : "--hotpotqa");
+      } else {
+        std::stringstream ss(ru_tasks);
+        for (std::string t; std::getline(ss, t, ',');) ruler::tokens_to_generate(t), tasks.push_back(t);  // validates
+      }
+      LCX_CHECK(ru_samples >= 1, "ruler prepare: --samples must be >= 1");
+      auto res = ruler::Resources::load(ru_squad, ru_hotpot);
+      for (int64_t L : parse_lengths(ru_lengths, "--lengths")) {
+        LCX_CHECK(L > 0, "--lengths: 'all' is not a RULER length");
+        fs::create_directories(ru_out + "/" + std::to_string(L));
+        for (auto& t : tasks) {
+          std::string path = ru_out + "/" + std::to_string(L) + "/" + t + ".jsonl";
+          if (fs::exists(path)) continue;  // written whole (atomically) by an earlier run
+          std::string lines;
+          int64_t tokens = 0;
+          for (int64_t i = 0; i < ru_samples; ++i) {
+            auto s = ruler::generate(t, L, *tok, res, ru_seed, i);
+            tokens += s.prompt_tokens;
+            lines += nlohmann::json({{"index", s.index},
+                                     {"input", s.input},
+                                     {"outputs", s.outputs},
+                                     {"length", s.length},
+                                     {"answer_prefix", s.answer_prefix},
+                                     {"tokens_to_generate", s.tokens_to_generate},
+                                     {"prompt_tokens", s.prompt_tokens}})
+                         .dump() + "\n";
+          }
+          write_file_atomic(path, lines);
+          std::printf("%s: %lld samples, %.0f prompt tokens on average\n", path.c_str(), (long long)ru_samples,
+                      double(tokens) / double(ru_samples));
+        }
+      }
       return 0;
     }
     if (*tkt) {
