@@ -12,6 +12,7 @@
 #include "eval/ppl.h"
 #include "eval/report.h"
 #include "eval/ruler.h"
+#include "eval/ruler_run.h"
 #include "infer/session.h"
 #include "io/fs.h"
 #include "model/pretrained.h"
@@ -198,21 +199,25 @@ int main(int argc, char** argv) {
   slr->add_option("--seed", lro.seed, "seed");
 
   // ruler prepare
-  auto* ru = app.add_subcommand("ruler", "RULER's 13 tasks (MECHANISMS.md section 5)");
-  ru->require_subcommand(1);
+  auto* ru = app.add_subcommand("ruler", "RULER's 13 tasks (MECHANISMS.md section 5): run a model on them (resumable), or `ruler prepare` the data only");
+  ru->require_subcommand(0, 1);
   auto* rup = ru->add_subcommand("prepare", "write the task data as RULER's JSONL ({out}/{length}/{task}.jsonl), nothing run");
+  rup->fallthrough();  // the options below belong to `ruler` and may follow `prepare`
   std::string ru_model, ru_tok = "byte", ru_tasks = "all", ru_lengths = "4096,8192", ru_out, ru_squad, ru_hotpot;
-  int64_t ru_samples = 100;
+  std::vector<std::string> ru_sets;
+  int64_t ru_samples = 100, ru_chunk = 4096;
   uint64_t ru_seed = 0;
-  rup->add_option("--model", ru_model, "count tokens with this model's tokenizer");
-  rup->add_option("--tokenizer", ru_tok, "without --model: 'byte' or a folder holding tokenizer.model");
-  rup->add_option("--tasks", ru_tasks, "comma-separated task names, or all");
-  rup->add_option("--lengths", ru_lengths, "comma-separated token budgets (prompt + tokens to generate)");
-  rup->add_option("--samples", ru_samples, "samples per task and length");
-  rup->add_option("--seed", ru_seed, "seed");
-  rup->add_option("--squad", ru_squad, "SQuAD v2 JSON (dev-v2.0.json) for qa_1");
-  rup->add_option("--hotpotqa", ru_hotpot, "HotpotQA JSON (distractor dev set) for qa_2");
-  rup->add_option("--out", ru_out, "output folder")->required();
+  ru->add_option("--model", ru_model, "the model to run (prepare: count tokens with its tokenizer)");
+  ru->add_option("--tokenizer", ru_tok, "prepare without --model: 'byte' or a folder holding tokenizer.model");
+  ru->add_option("--tasks", ru_tasks, "comma-separated task names, or all");
+  ru->add_option("--lengths", ru_lengths, "comma-separated token budgets (prompt + tokens to generate)");
+  ru->add_option("--samples", ru_samples, "samples per task and length");
+  ru->add_option("--seed", ru_seed, "seed");
+  ru->add_option("--squad", ru_squad, "SQuAD v2 JSON (dev-v2.0.json) for qa_1");
+  ru->add_option("--hotpotqa", ru_hotpot, "HotpotQA JSON (distractor dev set) for qa_2");
+  ru->add_option("--chunk", ru_chunk, "prompt tokens per forward call (memory)");
+  ru->add_option("--set", ru_sets, "override a model config field (as eval ppl)");
+  ru->add_option("--out", ru_out, "output folder")->required();
 
   CLI11_PARSE(app, argc, argv);
 
@@ -425,14 +430,7 @@ int main(int argc, char** argv) {
                   human_bytes(fs::file_size(ex_out + "/model.safetensors")).c_str());
       return 0;
     }
-    if (*rup) {
-      std::unique_ptr<Tokenizer> tok;
-      if (!ru_model.empty()) {
-        auto cfg = nlohmann::json::parse(read_file(ru_model + "/config.json"));
-        tok = make_tokenizer(cfg.contains("tokenizer") ? cfg["tokenizer"].value("type", "byte") : "byte", ru_model);
-      } else {
-        tok = ru_tok == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", ru_tok);
-      }
+    auto ruler_tasks = [&] {
       std::vector<std::string> tasks;
       if (ru_tasks == "all") {
         for (auto& t : ruler::tasks())
@@ -442,6 +440,51 @@ int main(int argc, char** argv) {
         std::stringstream ss(ru_tasks);
         for (std::string t; std::getline(ss, t, ',');) ruler::tokens_to_generate(t), tasks.push_back(t);  // validates
       }
+      return tasks;
+    };
+    if (*ru && !*rup) {
+      LCX_CHECK(!ru_model.empty(), "ruler: give --model DIR (or use `ruler prepare` for the data only)");
+      auto p = load_pretrained(ru_model, ru_sets);
+      std::shared_ptr<Tokenizer> tok(std::move(p.tokenizer));
+      ruler::ModelCompleter target(p.model, tok, fs::path(ru_model).filename().string(), ru_chunk);
+      ruler::RunOptions ro;
+      ro.tasks = ruler_tasks();
+      ro.lengths = parse_lengths(ru_lengths, "--lengths");
+      for (auto L : ro.lengths) LCX_CHECK(L > 0, "--lengths: 'all' is not a RULER length");
+      ro.samples = ru_samples;
+      ro.seed = ru_seed;
+      ro.out = ru_out;
+      Progress bar("ruler", int64_t(ro.tasks.size() * ro.lengths.size()) * ru_samples);
+      int64_t n = 0;
+      ro.log = [&](const std::string&) { bar.update(++n); };
+      auto res = ruler::Resources::load(ru_squad, ru_hotpot);
+      auto sum = ruler::run(target, res, ro);
+      bar.finish();
+      std::printf("| task |");
+      for (auto L : ro.lengths) std::printf(" %lld |", (long long)L);
+      std::printf("\n|---|");
+      for (size_t i = 0; i < ro.lengths.size(); ++i) std::printf("---|");
+      std::printf("\n");
+      for (auto& t : ro.tasks) {
+        std::printf("| %s |", t.c_str());
+        for (auto L : ro.lengths) std::printf(" %.1f |", sum.score[t][L]);
+        std::printf("\n");
+      }
+      std::printf("| **average** |");
+      for (auto L : ro.lengths) std::printf(" **%.1f** |", sum.average[L]);
+      std::printf("\neffective length (> 85.6): %lld\nwrote %s/summary.csv, summary.json, heatmap.svg\n",
+                  (long long)sum.effective_length, ru_out.c_str());
+      return 0;
+    }
+    if (*rup) {
+      std::unique_ptr<Tokenizer> tok;
+      if (!ru_model.empty()) {
+        auto cfg = nlohmann::json::parse(read_file(ru_model + "/config.json"));
+        tok = make_tokenizer(cfg.contains("tokenizer") ? cfg["tokenizer"].value("type", "byte") : "byte", ru_model);
+      } else {
+        tok = ru_tok == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", ru_tok);
+      }
+      auto tasks = ruler_tasks();
       LCX_CHECK(ru_samples >= 1, "ruler prepare: --samples must be >= 1");
       auto res = ruler::Resources::load(ru_squad, ru_hotpot);
       for (int64_t L : parse_lengths(ru_lengths, "--lengths")) {
