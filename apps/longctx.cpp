@@ -12,6 +12,7 @@
 #include "eval/ppl.h"
 #include "eval/report.h"
 #include "eval/ruler.h"
+#include "eval/ruler_http.h"
 #include "eval/ruler_run.h"
 #include "infer/session.h"
 #include "io/fs.h"
@@ -208,7 +209,10 @@ int main(int argc, char** argv) {
   int64_t ru_samples = 100, ru_chunk = 4096;
   uint64_t ru_seed = 0;
   ru->add_option("--model", ru_model, "the model to run (prepare: count tokens with its tokenizer)");
-  ru->add_option("--tokenizer", ru_tok, "prepare without --model: 'byte' or a folder holding tokenizer.model");
+  std::string ru_endpoint, ru_api_model;
+  ru->add_option("--endpoint", ru_endpoint, "an OpenAI-compatible server to run instead of --model (http://host:port)");
+  ru->add_option("--api-model", ru_api_model, "the model name the endpoint serves");
+  ru->add_option("--tokenizer", ru_tok, "without --model: 'byte' or a folder holding tokenizer.model (counts the prompt's tokens)");
   ru->add_option("--tasks", ru_tasks, "comma-separated task names, or all");
   ru->add_option("--lengths", ru_lengths, "comma-separated token budgets (prompt + tokens to generate)");
   ru->add_option("--samples", ru_samples, "samples per task and length");
@@ -443,10 +447,17 @@ int main(int argc, char** argv) {
       return tasks;
     };
     if (*ru && !*rup) {
-      LCX_CHECK(!ru_model.empty(), "ruler: give --model DIR (or use `ruler prepare` for the data only)");
-      auto p = load_pretrained(ru_model, ru_sets);
-      std::shared_ptr<Tokenizer> tok(std::move(p.tokenizer));
-      ruler::ModelCompleter target(p.model, tok, fs::path(ru_model).filename().string(), ru_chunk);
+      LCX_CHECK(ru_model.empty() != ru_endpoint.empty(),
+                "ruler: give exactly one of --model DIR and --endpoint URL (or use `ruler prepare` for the data only)");
+      std::unique_ptr<ruler::Completer> target;
+      if (!ru_model.empty()) {
+        auto p = load_pretrained(ru_model, ru_sets);
+        std::shared_ptr<Tokenizer> tok(std::move(p.tokenizer));
+        target = std::make_unique<ruler::ModelCompleter>(p.model, tok, fs::path(ru_model).filename().string(), ru_chunk);
+      } else {
+        std::shared_ptr<Tokenizer> tok = ru_tok == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", ru_tok);
+        target = std::make_unique<ruler::EndpointCompleter>(ru_endpoint, ru_api_model, tok);
+      }
       ruler::RunOptions ro;
       ro.tasks = ruler_tasks();
       ro.lengths = parse_lengths(ru_lengths, "--lengths");
@@ -458,7 +469,7 @@ int main(int argc, char** argv) {
       int64_t n = 0;
       ro.log = [&](const std::string&) { bar.update(++n); };
       auto res = ruler::Resources::load(ru_squad, ru_hotpot);
-      auto sum = ruler::run(target, res, ro);
+      auto sum = ruler::run(*target, res, ro);
       bar.finish();
       std::printf("| task |");
       for (auto L : ro.lengths) std::printf(" %lld |", (long long)L);
