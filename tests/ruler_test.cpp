@@ -269,6 +269,9 @@ TEST(Ruler, QaReadsBothPublicFormatsAndPlacesTheGoldDocument) {
   auto d = temp_dir("ruler_badqa");
   write_file_atomic(d + "/x.json", "{\"data\": 3}");
   expect_error([&] { r::read_squad(d + "/x.json"); }, {"x.json", "data"});
+  write_file_atomic(d + "/y.json", R"({"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q", "answers": [{"x": 1}]}]}]}]})");
+  expect_error([&] { r::read_squad(d + "/y.json"); }, {"y.json", "not SQuAD v2 JSON"});
+  expect_error([&] { r::read_hotpotqa(d + "/x.json"); }, {"x.json", "HotpotQA"});
 }
 
 TEST(Ruler, SamplesAreReproducibleAndDifferByIndexAndSeed) {

@@ -517,13 +517,18 @@ int64_t effective_length(const std::map<int64_t, double>& score_by_length, doubl
 
 // ---- resources ----
 
-QaSet read_squad(const std::string& path) {
-  nlohmann::json j;
+namespace {
+nlohmann::json parse_json_file(const std::string& path) {
   try {
-    j = nlohmann::json::parse(read_file(path));
+    return nlohmann::json::parse(read_file(path));
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": not valid JSON (", e.what(), ")");
   }
+}
+}  // namespace
+
+QaSet read_squad(const std::string& path) try {
+  auto j = parse_json_file(path);
   LCX_CHECK(j.is_object() && j.contains("data") && j["data"].is_array(), path,
             ": not SQuAD JSON (expected an object with a 'data' array)");
   QaSet q;
@@ -549,15 +554,12 @@ QaSet read_squad(const std::string& path) {
   }
   LCX_CHECK(!q.items.empty(), path, ": no answerable question");
   return q;
+} catch (const nlohmann::json::exception& e) {
+  fail(path, ": not SQuAD v2 JSON (", e.what(), ")");
 }
 
-QaSet read_hotpotqa(const std::string& path) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON (", e.what(), ")");
-  }
+QaSet read_hotpotqa(const std::string& path) try {
+  auto j = parse_json_file(path);
   LCX_CHECK(j.is_array(), path, ": not HotpotQA JSON (expected an array of questions)");
   QaSet q;
   std::set<std::string> seen;
@@ -582,6 +584,8 @@ QaSet read_hotpotqa(const std::string& path) {
   }
   LCX_CHECK(!q.items.empty(), path, ": no question");
   return q;
+} catch (const nlohmann::json::exception& e) {
+  fail(path, ": not HotpotQA JSON (", e.what(), ")");
 }
 
 Resources Resources::load(const std::string& squad_path, const std::string& hotpot_path) {
