@@ -8,9 +8,11 @@
 #      base          the base model, full attention (positions past W are untrained at 16W)
 #      sliding       the base with a sliding window of W (bounded, same weights)
 #      pi, ntk       the base with RoPE position interpolation (x16) / dynamic NTK, at 16W
-#      beacon-aN     beacons at ratio N (2..32), and beacon-auto (the smallest ratio whose reach
-#                    covers C: (1024 - 256) * ratio + 256 >= C; the largest past that)
-# 3. Passkey with the beacons at 1K..64K tokens.
+#      beacon-aN     beacons at ratio N (2..128); the ratio chosen by length (`"ratio": 0`: the
+#                    smallest whose reach (1024 - 256) * ratio + 256 covers C) is 2 at W, 32 at
+#                    16W and 128 at 64W and past, so those cells are the same runs
+# 3. Passkey with the beacons at 1K..64K tokens (ratio by length).
+# scripts/beacon_report.sh draws the plot from $OUT/eval.
 # Resumes; skips what is complete. Environment: LONGCTX, OUT, BASE, THREADS, MAX_BYTES.
 set -euo pipefail
 LONGCTX=${LONGCTX:-build/longctx}
@@ -42,22 +44,18 @@ pi="model.rope_scaling={\"rope_type\": \"linear\", \"factor\": 16}"
 ntk="model.rope_scaling={\"rope_type\": \"dynamic\", \"factor\": 1.0, \"original_max_position_embeddings\": $W}"
 
 ev base "$BASE" $W
-ev beacon-auto "$MODEL" $W
-for c in $((16 * W)) $((64 * W)); do
-  ev beacon-auto "$MODEL" $c
-  ev sliding "$BASE" $c --set "$sliding"
-done
-for a in 2 4 8 16 32; do
+for c in $((16 * W)) $((64 * W)); do ev sliding "$BASE" $c --set "$sliding"; done
+for a in 128 32 2 4 8 16; do
   for c in $W $((16 * W)) $((64 * W)); do ev beacon-a$a "$MODEL" $c --set model.mixer.ratio=$a; done
 done
 ev base "$BASE" $((16 * W))
 ev pi "$BASE" $((16 * W)) --set "$pi"
 ev ntk "$BASE" $((16 * W)) --set "$ntk"
+ev beacon-a128 "$MODEL" all --set model.mixer.ratio=128
 ev sliding "$BASE" all --set "$sliding"
-ev beacon-auto "$MODEL" all
 
 if [ ! -f "$OUT/passkey/summary.json" ]; then
-  "$LONGCTX" --threads "$THREADS" eval passkey --model "$MODEL" --lengths 1000,4000,16000,64000 \
-    --depths 0,25,50,75,100 --samples 5 --seed 1 --out "$OUT/passkey"
+  "$LONGCTX" --threads "$THREADS" eval passkey --model "$MODEL" --lengths 1000,4000,16000 \
+    --depths 0,50,100 --samples 2 --seed 1 --out "$OUT/passkey"
 fi
 echo "bits per byte: $OUT/eval/*.json; passkey: $OUT/passkey"
