@@ -264,6 +264,15 @@ Built build_vt(int64_t n, Rng& rng) {
   return b;
 }
 
+// The common-words vocabulary: nouns, adjectives and verbs, sorted and unique.
+std::vector<std::string> cwe_vocabulary(const Resources& r) {
+  std::vector<std::string> vocab;
+  for (auto* v : {&r.nouns, &r.adjectives, &r.verbs}) vocab.insert(vocab.end(), v->begin(), v->end());
+  std::sort(vocab.begin(), vocab.end());
+  vocab.erase(std::unique(vocab.begin(), vocab.end()), vocab.end());
+  return vocab;
+}
+
 Built cwe_prompt(const std::vector<std::string>& common, const std::vector<std::string>& rare, int common_reps,
                  int rare_reps, Rng& rng) {
   std::vector<std::string> list;
@@ -283,11 +292,8 @@ Built cwe_prompt(const std::vector<std::string>& common, const std::vector<std::
 }
 
 Built build_cwe(int64_t n, const Resources& r, Rng& rng) {
-  std::vector<std::string> vocab;
-  for (auto* v : {&r.nouns, &r.adjectives, &r.verbs}) vocab.insert(vocab.end(), v->begin(), v->end());
-  std::sort(vocab.begin(), vocab.end());
-  vocab.erase(std::unique(vocab.begin(), vocab.end()), vocab.end());
-  LCX_CHECK(int64_t(vocab.size()) >= 40 + 10 + n, "ruler: cwe needs ", 40 + 10 + n, " distinct words; the vocabulary has ",
+  auto vocab = cwe_vocabulary(r);
+  LCX_CHECK(int64_t(vocab.size()) >= 40 + n, "ruler: cwe needs ", 40 + n, " distinct words; the vocabulary has ",
             vocab.size());
   rng.shuffle(vocab);
   // The example: 10 common words x3 and 20 others x1; the task: 10 common x30 and n others x3.
@@ -371,11 +377,7 @@ int64_t max_haystack(const TaskSpec& t, const Resources& r) {
     for (auto& it : qa.items) gold = std::max(gold, it.gold.size());
     return int64_t(qa.documents.size()) - int64_t(gold);
   }
-  if (h == "cwe") {
-    std::set<std::string> v;
-    for (auto* w : {&r.nouns, &r.adjectives, &r.verbs}) v.insert(w->begin(), w->end());
-    return int64_t(v.size()) - 40;
-  }
+  if (h == "cwe") return int64_t(cwe_vocabulary(r).size()) - 40;  // 40: the example's and the common words
   return int64_t(1) << 40;
 }
 
