@@ -461,6 +461,41 @@ Sample generate(const std::string& task, int64_t length, const Tokenizer& tok, c
   return best;
 }
 
+std::string reference_answer(const Sample& s) {
+  const std::string h = spec(s.task).haystack;
+  if (h == "vt") return join(s.outputs, " ");
+  if (h == "cwe") {
+    std::string a;
+    for (size_t i = 0; i < s.outputs.size(); ++i) a += " " + std::to_string(i + 1) + ". " + s.outputs[i];
+    return a;
+  }
+  if (h == "fwe") return " " + join(s.outputs, " ");
+  if (h == "qa") return s.outputs.empty() ? std::string() : " " + s.outputs[0];
+  return " " + join(s.outputs, ", ") + ".";
+}
+
+int64_t min_length(const std::string& task, const Tokenizer& tok, const Resources& r, uint64_t seed) {
+  const auto& t = spec(task);
+  auto s = build(task, min_haystack(t), r, seed, 0);
+  return int64_t(tok.encode(s.input + s.answer_prefix).size()) + t.generate;
+}
+
+std::vector<std::string> mixture_tasks(const std::vector<std::string>& wanted, int64_t max_length,
+                                       const Tokenizer& tok, const Resources& r, std::vector<std::string>* left_out) {
+  std::vector<std::string> out;
+  for (auto& task : wanted.empty() ? tasks() : wanted) {
+    spec(task);  // the name is known
+    std::string why;
+    if (task == "qa_1" && r.squad.items.empty()) why = "no SQuAD v2 file given";
+    else if (task == "qa_2" && r.hotpotqa.items.empty()) why = "no HotpotQA file given";
+    else if (int64_t m = min_length(task, tok, r); m > max_length)
+      why = "its smallest sample needs " + std::to_string(m) + " tokens; max_length is " + std::to_string(max_length);
+    if (why.empty()) out.push_back(task);
+    else if (left_out) left_out->push_back(task + ": " + why);
+  }
+  return out;
+}
+
 std::string clean_prediction(const std::string& pred) {
   auto strip = [](const std::string& s) {
     size_t a = s.find_first_not_of(" \t\n\r\f\v"), b = s.find_last_not_of(" \t\n\r\f\v");

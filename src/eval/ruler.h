@@ -90,6 +90,22 @@ Sample generate(const std::string& task, int64_t length, const Tokenizer& tok, c
 // The same sample with a given haystack size (what the search calls; tests use it).
 Sample build(const std::string& task, int64_t haystack, const Resources& r, uint64_t seed, int64_t index);
 
+// The answer a perfect model would generate after the answer prefix, in the format of RULER's
+// worked examples, ending before any newline: NIAH " v." or " v1, v2, v3, v4."; vt the names
+// joined by spaces (its prefix ends with a space); cwe " 1. w1 2. w2 ... 10. w10"; fwe
+// " w1 w2 w3"; QA " " + the first answer. Training on the task mixture uses it as the target;
+// every expected output occurs in it, so it scores 100.
+std::string reference_answer(const Sample& s);
+
+// The tasks of the training mixture at `max_length` tokens: `wanted` (empty = all 13) less the
+// QA tasks without their file and the tasks whose smallest sample does not fit; `left_out` gets
+// one line per task left out, saying why.
+std::vector<std::string> mixture_tasks(const std::vector<std::string>& wanted, int64_t max_length,
+                                       const Tokenizer& tok, const Resources& r, std::vector<std::string>* left_out);
+// The smallest budget (tokens) that `task` fits in with `tok`, measured on one sample (index 0
+// of `seed`): the prompt with the smallest haystack plus the tokens to generate.
+int64_t min_length(const std::string& task, const Tokenizer& tok, const Resources& r, uint64_t seed = 0);
+
 // RULER's post-processing: strip, control characters to newlines, strip.
 std::string clean_prediction(const std::string& pred);
 // Scores x100 over samples (predictions are cleaned first).

@@ -31,6 +31,14 @@ nlohmann::json RunConfig::to_json() const {
                             {"answer_weight", p.answer_weight}, {"prompt_loss", p.prompt_loss}, {"pack", p.pack}, {"bare_fraction", p.bare_fraction},
                             {"eval_lengths", p.eval_lengths}, {"eval_samples", p.eval_samples}};
   }
+  if (data.ruler.fraction > 0) {
+    const auto& q = data.ruler;
+    j["data"]["ruler"] = {{"fraction", q.fraction},           {"min_length", q.min_length},
+                          {"max_length", q.max_length},       {"tasks", q.tasks},
+                          {"answer_weight", q.answer_weight}, {"prompt_loss", q.prompt_loss}};
+    if (!q.squad.empty()) j["data"]["ruler"]["squad"] = q.squad;
+    if (!q.hotpotqa.empty()) j["data"]["ruler"]["hotpotqa"] = q.hotpotqa;
+  }
   nlohmann::ordered_json tr;
   tr["steps"] = train.steps;
   tr["batch_size"] = train.batch_size;
@@ -130,6 +138,26 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
       for (auto L : p.eval_lengths) g.check(L >= 1, "eval_lengths", L, "must be >= 1");
       p.eval_samples = g.get<int64_t>("eval_samples", p.eval_samples);
       g.check(p.eval_samples >= 0, "eval_samples", p.eval_samples, "must be >= 0 (0 = no passkey evaluation)");
+      g.done();
+    }
+    if (f.has("ruler")) {
+      auto g = f.sub("ruler");
+      auto& q = c.data.ruler;
+      q.fraction = g.get<double>("fraction", q.fraction);
+      g.check(q.fraction >= 0 && q.fraction <= 1, "fraction", q.fraction, "must be in [0, 1]");
+      g.check(q.fraction + c.data.passkey.fraction <= 1 + 1e-12, "fraction", q.fraction,
+              "plus data.passkey.fraction must be <= 1");
+      q.min_length = g.get<int64_t>("min_length", q.min_length);
+      g.check(q.min_length >= 1, "min_length", q.min_length, "must be >= 1");
+      q.max_length = g.get<int64_t>("max_length", c.data.seq_len);
+      g.check(q.max_length >= q.min_length && q.max_length <= c.data.seq_len, "max_length", q.max_length,
+              "must be in [min_length, seq_len] (a sample and its answer must fit in the sequence)");
+      q.tasks = g.get<std::vector<std::string>>("tasks", q.tasks);
+      q.answer_weight = g.get<double>("answer_weight", q.answer_weight);
+      g.check(q.answer_weight > 0, "answer_weight", q.answer_weight, "must be > 0");
+      q.prompt_loss = g.get<bool>("prompt_loss", q.prompt_loss);
+      q.squad = g.get<std::string>("squad", q.squad);
+      q.hotpotqa = g.get<std::string>("hotpotqa", q.hotpotqa);
       g.done();
     }
     if (f.has("noise")) {

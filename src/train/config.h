@@ -37,6 +37,23 @@ struct PasskeyMixConfig {
   int64_t eval_samples = 4;     // per (length, depth); depths 0, 50, 100
 };
 
+// RULER's tasks mixed into training (eval/ruler.h; MECHANISMS.md section 5): each row is, with
+// probability `fraction`, one task sample (a task drawn uniformly from `tasks`, a length drawn
+// uniformly in [min_length, max_length] and the haystack fitted to it with the run's tokenizer)
+// followed by its reference answer (ruler::reference_answer) and a newline, then ordinary text.
+// A task whose smallest sample does not fit max_length is left out of the mixture, and said so;
+// the QA tasks need SQuAD v2 / HotpotQA files. Prompts are never the evaluation's samples: each
+// training sample is drawn with its own 64-bit seed from (train.seed, step, row).
+struct RulerMixConfig {
+  double fraction = 0;             // 0 = off; passkey rows are drawn first, then these
+  int64_t min_length = 256;        // tokens, the budget of a sample (prompt + tokens to generate)
+  int64_t max_length = 0;          // 0 = seq_len
+  std::vector<std::string> tasks;  // empty = every task that fits (QA only with its file)
+  double answer_weight = 1.0;      // loss weight of each answer token
+  bool prompt_loss = false;        // LM loss on the prompt (haystack, needles, question)
+  std::string squad, hotpotqa;     // QA files (their public JSON formats); empty = no QA tasks
+};
+
 struct DataConfig {
   std::vector<std::string> train = {"sotu"};  // corpora (text/corpus.h); split by document
   int64_t val_docs = 12;                      // documents of the first corpus held out
@@ -44,6 +61,7 @@ struct DataConfig {
   int64_t seq_len = 256;
   std::string separator = "\n\n";             // between documents in the token stream
   PasskeyMixConfig passkey;
+  RulerMixConfig ruler;
   // Low-value text mixed into the training documents (text/noise.h); never into validation.
   NoiseConfig noise;
   // Documents of the first corpus held out, after the validation ones, as a small clean set

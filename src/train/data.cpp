@@ -1,5 +1,6 @@
 #include "train/data.h"
 
+#include <algorithm>
 #include <random>
 #include <set>
 
@@ -79,8 +80,19 @@ RunData prepare_data(const DataConfig& d, const Tokenizer& tok) {
 
 TrainBatches::TrainBatches(const DataConfig& d, const TokenStream& train, const Tokenizer& tok, int64_t batch,
                            uint64_t seed)
-    : d_(d), s_(train), text_(train, batch, d.seq_len, seed), pk_(tok), newline_(tok.encode("\n")), b_(batch),
-      seed_(seed) {
+    : d_(d), s_(train), text_(train, batch, d.seq_len, seed), pk_(tok), tok_(tok), newline_(tok.encode("\n")),
+      b_(batch), seed_(seed) {
+  if (d_.ruler.fraction > 0) {
+    const auto& q = d_.ruler;
+    ruler_res_ = std::make_shared<ruler::Resources>(ruler::Resources::load(q.squad, q.hotpotqa));
+    for (auto& t : q.tasks)
+      LCX_CHECK(std::find(ruler::tasks().begin(), ruler::tasks().end(), t) != ruler::tasks().end(),
+                "data.ruler.tasks: unknown task '", t, "'");
+    ruler_tasks_ = ruler::mixture_tasks(q.tasks, q.max_length, tok, *ruler_res_, &ruler_left_out_);
+    LCX_CHECK(!ruler_tasks_.empty(), "data.ruler: no task fits max_length ", q.max_length, " (",
+              ruler_left_out_.empty() ? std::string() : ruler_left_out_[0], ")");
+    for (auto& t : ruler_tasks_) ruler_min_.push_back(ruler::min_length(t, tok, *ruler_res_));
+  }
   if (d_.passkey.fraction > 0) {
     int64_t fixed = pk_.fixed_tokens(d_.passkey.key_max, /*with_task=*/d_.passkey.bare_fraction < 1);
     LCX_CHECK(d_.passkey.max_length >= fixed, "data.passkey.max_length ", d_.passkey.max_length,
@@ -96,11 +108,34 @@ int64_t TrainBatches::max_prompt_length(int64_t step) const {
   return p.min_length + (p.max_length - p.min_length) * s / p.curriculum_steps;
 }
 
+void TrainBatches::ruler_row(std::mt19937_64& rng, std::vector<int64_t>* row, std::vector<float>* wt) const {
+  const auto& q = d_.ruler;
+  const size_t k = std::uniform_int_distribution<size_t>(0, ruler_tasks_.size() - 1)(rng);
+  // The smallest sample measured at construction can be a few tokens short of another
+  // sample's smallest (other keys, other words): a margin, and max_length when it still fails.
+  const int64_t lo = std::min(q.max_length, std::max(q.min_length, ruler_min_[k] + 16));
+  const int64_t len = std::uniform_int_distribution<int64_t>(lo, q.max_length)(rng);
+  const uint64_t sample_seed = rng();
+  ruler::Sample s;
+  try {
+    s = ruler::generate(ruler_tasks_[k], len, tok_, *ruler_res_, sample_seed, 0);
+  } catch (const Error&) {
+    s = ruler::generate(ruler_tasks_[k], q.max_length, tok_, *ruler_res_, sample_seed, 0);
+  }
+  auto prompt = tok_.encode(s.input + s.answer_prefix);
+  auto answer = tok_.encode(ruler::reference_answer(s));
+  row->insert(row->end(), prompt.begin(), prompt.end());
+  wt->resize(row->size(), q.prompt_loss ? 1.f : 0.f);
+  for (auto t : answer) row->push_back(t), wt->push_back(float(q.answer_weight));
+  for (auto t : newline_) row->push_back(t), wt->push_back(1.f);
+}
+
 Batch TrainBatches::get(int64_t step, int64_t micro) const {
   auto [x, y] = text_.get(step, micro);
   auto valid = ~text_.boundary(step, micro);
   const auto& p = d_.passkey;
-  if (p.fraction <= 0) return {x, y, {}, valid};
+  const auto& q = d_.ruler;
+  if (p.fraction <= 0 && q.fraction <= 0) return {x, y, {}, valid};
   auto va = valid.accessor<bool, 2>();
   const int64_t T = d_.seq_len;
   auto w = torch::ones({b_, T}, torch::kFloat32);
@@ -109,11 +144,13 @@ Batch TrainBatches::get(int64_t step, int64_t micro) const {
   const int64_t hi = max_prompt_length(step);
   for (int64_t b = 0; b < b_; ++b) {
     std::mt19937_64 rng(mix_seed(seed_ ^ 0x7061737320ull, static_cast<uint64_t>(step), static_cast<uint64_t>(micro * b_ + b)));
-    if (std::uniform_real_distribution<double>(0, 1)(rng) >= p.fraction) continue;  // a text row
+    const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+    if (u >= p.fraction + q.fraction) continue;  // a text row
     // Row: prompt, answer, newline (repeated while prompts fit, with pack), then ordinary text.
     std::vector<int64_t> row;
     std::vector<float> wt;
-    while (true) {
+    if (u >= p.fraction) ruler_row(rng, &row, &wt);  // a RULER row
+    else while (true) {
       int64_t key = std::uniform_int_distribution<int64_t>(p.key_min, p.key_max)(rng);
       double depth = std::uniform_real_distribution<double>(0, 1)(rng);
       bool task = p.bare_fraction <= 0 || std::uniform_real_distribution<double>(0, 1)(rng) >= p.bare_fraction;

@@ -2,6 +2,11 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <random>
+
+#include <memory>
+
+#include "eval/ruler.h"  // the task generators: text only, no model (train/ and eval/ share them)
 #include "text/corpus.h"
 #include "text/passkey.h"
 #include "text/tokenizer.h"
@@ -28,19 +33,29 @@ struct Batch {
 };
 
 // The training batches of a run: random text windows (BatchSampler), and with data.passkey
-// passkey prompts + answers mixed in. Batch (step, micro) depends only on (seed, step, micro).
+// passkey prompts + answers mixed in, with data.ruler RULER task samples + reference answers. Batch (step, micro) depends only on (seed, step, micro).
 class TrainBatches {
  public:
   TrainBatches(const DataConfig& d, const TokenStream& train, const Tokenizer& tok, int64_t batch, uint64_t seed);
   Batch get(int64_t step, int64_t micro) const;
   // The curriculum: the longest passkey prompt at `step`.
   int64_t max_prompt_length(int64_t step) const;
+  // The RULER tasks in the mixture, and one line per task left out (why).
+  const std::vector<std::string>& ruler_tasks() const { return ruler_tasks_; }
+  const std::vector<std::string>& ruler_left_out() const { return ruler_left_out_; }
+
+  // One RULER row's tokens and weights (prompt, answer, newline), before the text that fills it.
+  void ruler_row(std::mt19937_64& rng, std::vector<int64_t>* row, std::vector<float>* wt) const;
 
  private:
   DataConfig d_;
   const TokenStream& s_;
   BatchSampler text_;
   PasskeyBuilder pk_;
+  const Tokenizer& tok_;
+  std::shared_ptr<const ruler::Resources> ruler_res_;
+  std::vector<std::string> ruler_tasks_, ruler_left_out_;
+  std::vector<int64_t> ruler_min_;  // per task in the mixture: its smallest budget
   std::vector<int64_t> newline_;
   int64_t b_;
   uint64_t seed_;

@@ -208,6 +208,15 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
   const auto& sel = t.selective;
   LCX_CHECK(!sel.enabled() || cfg.data.passkey.fraction <= 0,
             "train.selective cannot be combined with data.passkey (weighted passkey losses)");
+  LCX_CHECK(!sel.enabled() || cfg.data.ruler.fraction <= 0,
+            "train.selective cannot be combined with data.ruler (weighted task answers)");
+  if (cfg.data.ruler.fraction > 0 && !opt.quiet) {
+    std::string names;
+    for (auto& n : sampler.ruler_tasks()) names += (names.empty() ? "" : ", ") + n;
+    std::fprintf(stderr, "RULER mixture (%.0f%% of rows, %lld-%lld tokens): %s\n", 100 * cfg.data.ruler.fraction,
+                 (long long)cfg.data.ruler.min_length, (long long)cfg.data.ruler.max_length, names.c_str());
+    for (auto& why : sampler.ruler_left_out()) std::fprintf(stderr, "  left out: %s\n", why.c_str());
+  }
   torch::Device device(torch::kCPU);
   if (t.device == "cuda") {
     LCX_CHECK(torch::cuda::is_available(), "train.device is \"cuda\" but this libtorch sees no CUDA device");
