@@ -2,6 +2,7 @@
 // the file, field or limit; they are printed here once, with exit code 1.
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include "eval/passkey.h"
 #include "eval/ppl.h"
 #include "eval/report.h"
+#include "eval/litm.h"
 #include "eval/ruler.h"
 #include "eval/ruler_http.h"
 #include "eval/ruler_run.h"
@@ -222,6 +224,26 @@ int main(int argc, char** argv) {
   ru->add_option("--chunk", ru_chunk, "prompt tokens per forward call (memory)");
   ru->add_option("--set", ru_sets, "override a model config field (as eval ppl)");
   ru->add_option("--out", ru_out, "output folder")->required();
+
+  // litm
+  auto* lm = app.add_subcommand("litm", "lost in the middle (MECHANISMS.md section 6): accuracy by the answer's position, key-value retrieval or multi-document QA (resumable)");
+  std::string lm_model, lm_endpoint, lm_api_model, lm_tok = "byte", lm_setup = "kv", lm_sizes, lm_out;
+  std::vector<std::string> lm_sets;
+  int64_t lm_samples = 20, lm_positions = 5, lm_max_tokens = 100, lm_chunk = 4096;
+  uint64_t lm_seed = 0;
+  lm->add_option("--model", lm_model, "the model to run");
+  lm->add_option("--endpoint", lm_endpoint, "an OpenAI-compatible server to run instead of --model (http://host:port)");
+  lm->add_option("--api-model", lm_api_model, "the model name the endpoint serves");
+  lm->add_option("--tokenizer", lm_tok, "with --endpoint: 'byte' or a folder holding tokenizer.model (prompt lengths)");
+  lm->add_option("--setup", lm_setup, "kv (uuid key-value retrieval) or qa (multi-document QA from the SOTU addresses)");
+  lm->add_option("--sizes", lm_sizes, "comma-separated pairs (kv; default 75,140,300) or documents (qa; default 10,20,30)");
+  lm->add_option("--positions", lm_positions, "kv: evenly spaced gold positions per size");
+  lm->add_option("--samples", lm_samples, "samples per size and gold position");
+  lm->add_option("--max-tokens", lm_max_tokens, "tokens generated per answer");
+  lm->add_option("--seed", lm_seed, "seed");
+  lm->add_option("--chunk", lm_chunk, "prompt tokens per forward call (memory)");
+  lm->add_option("--set", lm_sets, "override a model config field (as eval ppl)");
+  lm->add_option("--out", lm_out, "output folder")->required();
 
   CLI11_PARSE(app, argc, argv);
 
@@ -446,18 +468,54 @@ int main(int argc, char** argv) {
       }
       return tasks;
     };
-    if (*ru && !*rup) {
-      LCX_CHECK(ru_model.empty() != ru_endpoint.empty(),
-                "ruler: give exactly one of --model DIR and --endpoint URL (or use `ruler prepare` for the data only)");
+    // A model or an endpoint, for `ruler` and `litm`.
+    auto make_target = [&](const std::string& cmd, const std::string& model, const std::string& endpoint,
+                           const std::string& api_model, const std::string& tokenizer,
+                           const std::vector<std::string>& sets, int64_t chunk) {
+      LCX_CHECK(model.empty() != endpoint.empty(), cmd, ": give exactly one of --model DIR and --endpoint URL");
       std::unique_ptr<ruler::Completer> target;
-      if (!ru_model.empty()) {
-        auto p = load_pretrained(ru_model, ru_sets);
+      if (!model.empty()) {
+        auto p = load_pretrained(model, sets);
         std::shared_ptr<Tokenizer> tok(std::move(p.tokenizer));
-        target = std::make_unique<ruler::ModelCompleter>(p.model, tok, fs::path(ru_model).filename().string(), ru_chunk);
+        target = std::make_unique<ruler::ModelCompleter>(p.model, tok, fs::path(model).filename().string(), chunk);
       } else {
-        std::shared_ptr<Tokenizer> tok = ru_tok == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", ru_tok);
-        target = std::make_unique<ruler::EndpointCompleter>(ru_endpoint, ru_api_model, tok);
+        LCX_CHECK(!api_model.empty(), cmd, ": --endpoint needs --api-model NAME");
+        std::shared_ptr<Tokenizer> tok =
+            tokenizer == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", tokenizer);
+        target = std::make_unique<ruler::EndpointCompleter>(endpoint, api_model, tok);
       }
+      return target;
+    };
+    if (*lm) {
+      litm::RunOptions lo;
+      lo.setup = lm_setup;
+      LCX_CHECK(lm_setup == "kv" || lm_setup == "qa", "litm: --setup must be kv or qa (got '", lm_setup, "')");
+      lo.sizes = parse_lengths(lm_sizes.empty() ? (lm_setup == "kv" ? "75,140,300" : "10,20,30") : lm_sizes, "--sizes");
+      for (auto n : lo.sizes) LCX_CHECK(n >= 2, "--sizes: each size must be >= 2 (got ", n, ")");
+      lo.positions = lm_positions;
+      lo.samples = lm_samples;
+      lo.max_tokens = lm_max_tokens;
+      lo.seed = lm_seed;
+      lo.out = lm_out;
+      auto target = make_target("litm", lm_model, lm_endpoint, lm_api_model, lm_tok, lm_sets, lm_chunk);
+      int64_t cells = 0;
+      for (auto n : lo.sizes)
+        cells += int64_t(lm_setup == "kv" ? litm::kv_positions(n, lm_positions).size() : litm::qa_positions(n).size());
+      Progress bar("litm", cells * lm_samples);
+      int64_t k = 0;
+      lo.log = [&](const std::string&) { bar.update(++k); };
+      auto sum = litm::run(*target, lo);
+      bar.finish();
+      for (auto& [n, m] : sum.accuracy) {
+        std::printf("%s %lld (%lld prompt tokens):", lm_setup.c_str(), (long long)n, (long long)sum.prompt_tokens[n]);
+        for (auto& [g, a] : m) std::printf("  gold %lld: %.1f%%", (long long)g + 1, a);
+        std::printf("\n");
+      }
+      std::printf("wrote %s/summary.csv, summary.json, ucurve.svg\n", lm_out.c_str());
+      return 0;
+    }
+    if (*ru && !*rup) {
+      auto target = make_target("ruler", ru_model, ru_endpoint, ru_api_model, ru_tok, ru_sets, ru_chunk);
       ruler::RunOptions ro;
       ro.tasks = ruler_tasks();
       ro.lengths = parse_lengths(ru_lengths, "--lengths");
@@ -478,7 +536,8 @@ int main(int argc, char** argv) {
       std::printf("\n");
       for (auto& t : ro.tasks) {
         std::printf("| %s |", t.c_str());
-        for (auto L : ro.lengths) std::printf(" %.1f |", sum.score[t][L]);
+        for (auto L : ro.lengths)
+          std::isnan(sum.score[t][L]) ? std::printf(" n/a |") : std::printf(" %.1f |", sum.score[t][L]);
         std::printf("\n");
       }
       std::printf("| **average** |");

@@ -1,9 +1,12 @@
 // The RULER task mixture for training (data.ruler): reference answers that score 100 with the
 // task's own metric, which tasks fit a budget, and the training rows themselves (prompt
 // unweighted, answer weighted, the prompt within the drawn budget, determinism).
+#include <cmath>
+#include <filesystem>
 #include <regex>
 
 #include "eval/ruler.h"
+#include "io/fs.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
 #include "train/config.h"
@@ -149,4 +152,43 @@ TEST(RulerMix, ConfigErrorsNameTheField) {
   ByteTokenizer tok;
   TokenStream text = letters();
   expect_error([&] { TrainBatches(d, text, tok, 2, 0); }, {"data.ruler.tasks", "niah_single_9"});
+}
+
+namespace {
+// Answers the needle tasks by reading the prompt (the asked key's value), nothing else.
+class NeedleReader : public r::Completer {
+ public:
+  const Tokenizer& tokenizer() const override { return tok_; }
+  std::string name() const override { return "needle-reader"; }
+  std::string complete(const std::string& p, int64_t) override {
+    std::smatch m, v;
+    if (std::regex_search(p, m, std::regex("What is the special magic number for ([^ ]+) mentioned")) &&
+        std::regex_search(p, v, std::regex("magic numbers for " + m[1].str() + " is: ([0-9]+)\\.")))
+      return " " + v[1].str() + ".";
+    return "";
+  }
+
+ private:
+  ByteTokenizer tok_;
+};
+}  // namespace
+
+TEST(RulerRun, ATaskLongerThanALengthIsNotRunThereAndLeftOutOfItsAverage) {
+  NeedleReader reader;
+  r::RunOptions o;
+  o.tasks = {"niah_single_1", "cwe"};
+  o.lengths = {4096, 8192};
+  o.samples = 2;
+  o.out = temp_dir("ruler_nofit");
+  auto sum = r::run(reader, res(), o);
+  EXPECT_EQ(sum.score["niah_single_1"][4096], 100.0);
+  EXPECT_TRUE(std::isnan(sum.score["cwe"][4096])) << "cwe needs about 5.3K byte tokens";
+  EXPECT_EQ(sum.average[4096], 100.0) << "the average of the tasks that ran";
+  EXPECT_EQ(sum.score["cwe"][8192], 0.0);
+  EXPECT_EQ(sum.average[8192], 50.0);
+  EXPECT_FALSE(std::filesystem::exists(o.out + "/4096/cwe.jsonl"));
+  auto j = nlohmann::json::parse(read_file(o.out + "/summary.json"));
+  EXPECT_TRUE(j["scores"]["cwe"]["4096"].is_null());
+  EXPECT_EQ(j["average"]["4096"].get<double>(), 100.0);
+  EXPECT_NE(read_file(o.out + "/summary.csv").find("cwe,4096,n/a,2,"), std::string::npos);
 }

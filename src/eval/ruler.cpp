@@ -26,6 +26,17 @@ uint64_t Rng::next() {
 
 int64_t Rng::uniform(int64_t lo, int64_t hi) { return lo + int64_t(next() % uint64_t(hi - lo + 1)); }
 
+std::string uuid4(Rng& rng) {
+  uint64_t a = rng.next(), b = rng.next();
+  a = (a & ~0xf000ull) | 0x4000ull;                               // version 4
+  b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull;       // variant 10
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08llx-%04llx-%04llx-%04llx-%012llx", (unsigned long long)(a >> 32),
+                (unsigned long long)((a >> 16) & 0xffff), (unsigned long long)(a & 0xffff),
+                (unsigned long long)(b >> 48), (unsigned long long)(b & 0xffffffffffffull));
+  return buf;
+}
+
 namespace {
 
 const char* kNoise = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
@@ -82,17 +93,6 @@ std::vector<int64_t> draw_depths(Rng& rng, int k) {
   auto grid = depth_grid();
   rng.shuffle(grid);
   return std::vector<int64_t>(grid.begin(), grid.begin() + k);
-}
-
-std::string uuid4(Rng& rng) {
-  uint64_t a = rng.next(), b = rng.next();
-  a = (a & ~0xf000ull) | 0x4000ull;                               // version 4
-  b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull;       // variant 10
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%08llx-%04llx-%04llx-%04llx-%012llx", (unsigned long long)(a >> 32),
-                (unsigned long long)((a >> 16) & 0xffff), (unsigned long long)(a & 0xffff),
-                (unsigned long long)(b >> 48), (unsigned long long)(b & 0xffffffffffffull));
-  return buf;
 }
 
 std::string draw_key(Rng& rng, const std::string& type, const Resources& r) {

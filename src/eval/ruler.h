@@ -36,6 +36,9 @@ class Rng {
   uint64_t s_;
 };
 
+// A uuid4 in its text form (version and variant bits set), drawn from rng.
+std::string uuid4(Rng& rng);
+
 struct QaItem {
   std::string question;
   std::vector<std::string> answers;

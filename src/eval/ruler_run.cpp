@@ -2,12 +2,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "infer/session.h"
 #include "io/fs.h"
+#include "io/json_fields.h"
 #include "util/error.h"
 #include "util/plot.h"
 
@@ -31,21 +33,6 @@ std::string ModelCompleter::complete(const std::string& prompt, int64_t max_toke
 
 namespace {
 
-// The predictions already in a file: complete lines only (a killed run may leave half a line).
-std::vector<nlohmann::json> read_done(const std::string& path) {
-  std::vector<nlohmann::json> v;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    if (in.eof() && !line.empty()) break;  // no trailing newline: the last write did not finish
-    try {
-      v.push_back(nlohmann::json::parse(line));
-    } catch (const nlohmann::json::exception&) {
-      break;
-    }
-  }
-  return v;
-}
-
 std::string fmt(double x) {
   char b[32];
   std::snprintf(b, sizeof b, "%.2f", x);
@@ -63,15 +50,16 @@ RunSummary run(Completer& target, const Resources& r, const RunOptions& o) {
   for (int64_t L : o.lengths) {
     fs::create_directories(o.out + "/" + std::to_string(L));
     for (auto& task : o.tasks) {
-      const std::string path = o.out + "/" + std::to_string(L) + "/" + task + ".jsonl";
-      auto done = read_done(path);
-      {  // rewrite what was complete (drops a torn last line), then append
-        std::string keep;
-        for (size_t i = 0; i < done.size() && int64_t(i) < o.samples; ++i)
-          keep += done[i].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-        if (done.size() > 0 || fs::exists(path)) write_file_atomic(path, keep);
-        if (int64_t(done.size()) > o.samples) done.resize(o.samples);
+      // A task whose smallest sample is longer than L (cwe needs about 5K byte tokens) is not
+      // run there: its cell is empty (NaN) and the length's average is over the other tasks.
+      if (int64_t m = min_length(task, target.tokenizer(), r, o.seed); m > L) {
+        sum.score[task][L] = std::nan("");
+        if (o.log) o.log(task + " @" + std::to_string(L) + ": does not fit (its smallest sample needs " +
+                         std::to_string(m) + " tokens)");
+        continue;
       }
+      const std::string path = o.out + "/" + std::to_string(L) + "/" + task + ".jsonl";
+      auto done = resume_jsonl(path, o.samples);
       std::ofstream out(path, std::ios::app);
       double total = 0;
       for (auto& d : done) total += d.at("score").get<double>();
@@ -93,15 +81,17 @@ RunSummary run(Completer& target, const Resources& r, const RunOptions& o) {
       sum.score[task][L] = total / double(o.samples);
     }
     double avg = 0;
-    for (auto& t : o.tasks) avg += sum.score[t][L];
-    sum.average[L] = avg / double(o.tasks.size());
+    int64_t n = 0;
+    for (auto& t : o.tasks)
+      if (!std::isnan(sum.score[t][L])) avg += sum.score[t][L], ++n;
+    sum.average[L] = n ? avg / double(n) : std::nan("");
   }
   sum.effective_length = effective_length(sum.average);
 
   std::string csv = "task,length,score,samples,metric\n";
   for (auto& t : o.tasks)
     for (int64_t L : o.lengths)
-      csv += t + "," + std::to_string(L) + "," + fmt(sum.score[t][L]) + "," + std::to_string(o.samples) + "," +
+      csv += t + "," + std::to_string(L) + "," + (std::isnan(sum.score[t][L]) ? std::string("n/a") : fmt(sum.score[t][L])) + "," + std::to_string(o.samples) + "," +
              metric(t) + "\n";
   for (int64_t L : o.lengths) csv += "average," + std::to_string(L) + "," + fmt(sum.average[L]) + ",,\n";
   write_file_atomic(o.out + "/summary.csv", csv);
@@ -111,9 +101,10 @@ RunSummary run(Completer& target, const Resources& r, const RunOptions& o) {
   j["seed"] = o.seed;
   j["threshold"] = 85.6;
   j["effective_length"] = sum.effective_length;
+  auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };  // null: did not fit
   for (auto& [t, m] : sum.score)
-    for (auto& [L, s] : m) j["scores"][t][std::to_string(L)] = s;
-  for (auto& [L, s] : sum.average) j["average"][std::to_string(L)] = s;
+    for (auto& [L, s] : m) j["scores"][t][std::to_string(L)] = num(s);
+  for (auto& [L, s] : sum.average) j["average"][std::to_string(L)] = num(s);
   write_file_atomic(o.out + "/summary.json", j.dump(2) + "\n");
 
   std::vector<std::string> rows = o.tasks, cols;

@@ -1,6 +1,30 @@
 #include "io/json_fields.h"
 
+#include <filesystem>
+#include <fstream>
+
+#include "io/fs.h"
+
 namespace longctx {
+
+std::vector<nlohmann::json> resume_jsonl(const std::string& path, int64_t keep) {
+  std::vector<nlohmann::json> v;
+  if (!std::filesystem::exists(path)) return v;
+  std::ifstream in(path);
+  for (std::string line; int64_t(v.size()) < keep && std::getline(in, line);) {
+    if (in.eof() && !line.empty()) break;  // no trailing newline: the last write did not finish
+    try {
+      v.push_back(nlohmann::json::parse(line));
+    } catch (const nlohmann::json::exception&) {
+      break;
+    }
+  }
+  in.close();
+  std::string kept;
+  for (auto& j : v) kept += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  write_file_atomic(path, kept);
+  return v;
+}
 
 Fields::Fields(const nlohmann::json& j, std::string where, std::string path)
     : j_(j.is_null() ? nlohmann::json::object() : j), where_(std::move(where)), path_(std::move(path)) {

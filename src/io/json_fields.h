@@ -5,10 +5,16 @@
 
 #include <set>
 #include <string>
+#include <vector>
 
 #include "util/error.h"
 
 namespace longctx {
+
+// A JSONL results file to continue (resumable evaluations): its complete records, at most
+// `keep` of them; a torn last line (a killed run) and records past `keep` are dropped, and the
+// file is rewritten atomically to hold exactly what is returned. No file: none.
+std::vector<nlohmann::json> resume_jsonl(const std::string& path, int64_t keep);
 
 class Fields {
  public:

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Every mechanism of the zoo trained on RULER's task mixture with the same budget, then measured
+# with RULER (issue 10; docs/RESULTS.md "RULER over the zoo").
+#
+# Arms (configs/ruler-mix-*.json): the same 4-layer, D 128 model (0.87M parameters; MEGALODON's
+# own shape at the same count), byte tokens, the SOTU split of every recipe, seed 0; 600 steps
+# of 4 rows x 1536 tokens (3.7M tokens), 75% of rows a RULER sample of 512-1536 tokens with its
+# reference answer (answer tokens weigh 5, the prompt 0), 25% plain text. Activation Beacon is
+# trained from scratch like the others (no base model: that would be a larger budget).
+#   full      full attention (the baseline: its KV grows with the input)
+#   swa       sliding window 512 + 4 sinks
+#   infini    Infini-attention, segments of 256
+#   megalodon MEGALODON, chunks of 256
+#   fam       TransformerFAM, blocks of 256, one memory block, 16 FAM tokens
+#   beacon    Activation Beacon, windows of 256, ratio by length
+# Then RULER on every task that runs offline (no QA files: qa_1/qa_2 need --squad/--hotpotqa)
+# at 4K..128K (full attention to 16K: past that its O(L^2) prefill takes hours here), SAMPLES
+# per task and length, seed 0, and a table (scripts/ruler_report.sh). Resumes; skips what is
+# complete. Environment: LONGCTX, OUT, THREADS (per job; two jobs at a time), SAMPLES, LENGTHS,
+# FULL_LENGTHS, ARMS.
+set -euo pipefail
+LONGCTX=${LONGCTX:-build/longctx}
+OUT=${OUT:-runs/ruler-mix}
+THREADS=${THREADS:-1}
+SAMPLES=${SAMPLES:-3}
+LENGTHS=${LENGTHS:-4096,8192,16384,32768,65536,131072}
+FULL_LENGTHS=${FULL_LENGTHS:-4096,8192,16384}
+ARMS=${ARMS:-full swa infini megalodon fam beacon}
+mkdir -p "$OUT"
+. "$(dirname "$0")/train_arm.sh"
+
+# Two jobs at a time, each on $THREADS threads.
+run_pairs() {
+  local fn=$1
+  shift
+  local arms=("$@") i
+  for ((i = 0; i < ${#arms[@]}; i += 2)); do
+    $fn "${arms[i]}" &
+    local p1=$! p2=
+    if ((i + 1 < ${#arms[@]})); then
+      $fn "${arms[i + 1]}" &
+      p2=$!
+    fi
+    wait $p1 ${p2:+$p2}
+  done
+}
+
+train_one() { train_arm "$OUT/$1" --config "configs/ruler-mix-$1.json"; }
+
+ruler_one() {
+  local arm=$1 lengths=$LENGTHS
+  [ "$arm" = full ] && lengths=$FULL_LENGTHS
+  if [ ! -f "$OUT/$arm/ruler/DONE-$SAMPLES-$lengths" ]; then
+    echo "[$arm] RULER at $lengths (log: $OUT/$arm/ruler.log)"
+    "$LONGCTX" --threads "$THREADS" ruler --model "$OUT/$arm" --tasks all --lengths "$lengths" \
+      --samples "$SAMPLES" --seed 0 --out "$OUT/$arm/ruler" >"$OUT/$arm/ruler.log" 2>&1
+    touch "$OUT/$arm/ruler/DONE-$SAMPLES-$lengths"
+  fi
+}
+
+read -r -a arms <<<"$ARMS"
+run_pairs train_one "${arms[@]}"
+run_pairs ruler_one "${arms[@]}"
+echo "RULER: $OUT/*/ruler/summary.csv and heatmap.svg"

@@ -1,0 +1,258 @@
+#include "eval/litm.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "io/fs.h"
+#include "io/json_fields.h"
+#include "text/corpus.h"
+#include "util/error.h"
+#include "util/plot.h"
+
+namespace longctx::litm {
+
+std::string kv_prompt(const std::vector<std::pair<std::string, std::string>>& records, const std::string& key) {
+  LCX_CHECK(records.size() >= 2, "litm: a key-value prompt needs at least 2 records");
+  std::string kv;
+  for (size_t i = 0; i < records.size(); ++i)
+    kv += std::string(i == 0 ? "{" : " ") + "\"" + records[i].first + "\": \"" + records[i].second + "\"" +
+          (i + 1 < records.size() ? ",\n" : "}");
+  return "Extract the value corresponding to the specified key in the JSON object below.\n\nJSON data:\n" + kv +
+         "\n\nKey: \"" + key + "\"\nCorresponding value:";
+}
+
+std::string qa_prompt(const std::string& question, const std::vector<Document>& docs) {
+  std::string results;
+  for (size_t i = 0; i < docs.size(); ++i)
+    results += (i ? "\n" : "") + ("Document [" + std::to_string(i + 1) + "](Title: " + docs[i].title + ") ") + docs[i].text;
+  return "Write a high-quality answer for the given question using only the provided search results (some of which "
+         "might be irrelevant).\n\n" + results + "\n\nQuestion: " + question + "\nAnswer:";
+}
+
+std::vector<int64_t> kv_positions(int64_t pairs, int64_t count) {
+  LCX_CHECK(pairs >= 2 && count >= 2, "litm: kv needs at least 2 pairs and 2 positions (got ", pairs, ", ", count, ")");
+  std::vector<int64_t> p;
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t v = int64_t(std::lround(double(i) * double(pairs - 1) / double(count - 1)));
+    if (p.empty() || p.back() != v) p.push_back(v);
+  }
+  return p;
+}
+
+std::vector<int64_t> qa_positions(int64_t docs) {
+  LCX_CHECK(docs >= 2, "litm: qa needs at least 2 documents (got ", docs, ")");
+  std::vector<int64_t> p{0};
+  for (int64_t i = 4; i < docs - 1; i += 5) p.push_back(i);
+  p.push_back(docs - 1);
+  return p;
+}
+
+std::vector<Passage> sotu_passages(int64_t words) {
+  std::vector<Passage> out;
+  for (auto& d : load_corpus("sotu")) {
+    // "sotu/1790_george_washington_n": year, the president's names, the party letter(s).
+    std::string base = d.name.substr(d.name.find('/') + 1);
+    std::vector<std::string> parts;
+    std::stringstream ss(base);
+    for (std::string p; std::getline(ss, p, '_');) parts.push_back(p);
+    LCX_CHECK(parts.size() >= 4, "litm: unexpected SOTU document name '", d.name, "'");
+    std::string president;
+    for (size_t i = 1; i + 1 < parts.size(); ++i) {
+      std::string w = parts[i];
+      w[0] = char(std::toupper(static_cast<unsigned char>(w[0])));
+      if (w.size() == 1) w += ".";
+      president += (president.empty() ? "" : " ") + w;
+    }
+    std::string surname = president.substr(president.rfind(' ') + 1);
+    std::vector<std::string> ws;
+    std::istringstream in(d.text);
+    for (std::string w; in >> w;) ws.push_back(w);
+    for (size_t a = 0; a + size_t(words) <= ws.size(); a += size_t(words)) {
+      std::string text;
+      for (size_t i = a; i < a + size_t(words); ++i) text += (i > a ? " " : "") + ws[i];
+      out.push_back({parts[0] + " State of the Union, " + president, text, president, surname});
+    }
+  }
+  LCX_CHECK(!out.empty(), "litm: no SOTU passages (run `make data`)");
+  return out;
+}
+
+namespace {
+
+uint64_t setup_seed(uint64_t seed, const std::string& setup, int64_t size, int64_t gold, int64_t index) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : setup) h = (h ^ c) * 1099511628211ull;
+  return mix_seed(mix_seed(seed, h, uint64_t(size)), uint64_t(gold), uint64_t(index));
+}
+
+}  // namespace
+
+Sample kv_sample(int64_t pairs, int64_t gold, uint64_t seed, int64_t index) {
+  LCX_CHECK(pairs >= 2 && gold >= 0 && gold < pairs, "litm: kv gold index ", gold, " outside 0..", pairs - 1);
+  ruler::Rng rng(setup_seed(seed, "kv", pairs, gold, index));
+  std::vector<std::pair<std::string, std::string>> records;
+  std::set<std::string> keys;
+  while (int64_t(records.size()) < pairs) {
+    auto k = ruler::uuid4(rng);
+    if (keys.insert(k).second) records.push_back({k, ruler::uuid4(rng)});
+  }
+  Sample s;
+  s.setup = "kv";
+  s.size = pairs;
+  s.gold = gold;
+  s.index = index;
+  s.prompt = kv_prompt(records, records[gold].first);
+  s.outputs = {records[gold].second};
+  return s;
+}
+
+Sample qa_sample(const std::vector<Passage>& passages, int64_t docs, int64_t gold, uint64_t seed, int64_t index) {
+  LCX_CHECK(docs >= 2 && gold >= 0 && gold < docs, "litm: qa gold index ", gold, " outside 0..", docs - 1);
+  ruler::Rng rng(setup_seed(seed, "qa", docs, gold, index));
+  // The gold passage and the quote: 8 consecutive words without a double quote (the question
+  // puts the quote in double quotes).
+  const Passage* gp = nullptr;
+  std::string quote;
+  for (int64_t tries = 0; quote.empty(); ++tries) {
+    LCX_CHECK(tries < 1000, "litm: could not draw a quote of 8 words from the passages");
+    gp = &passages[rng.uniform(0, int64_t(passages.size()) - 1)];
+    std::vector<std::string> gw;
+    std::istringstream in(gp->text);
+    for (std::string w; in >> w;) gw.push_back(w);
+    if (gw.size() < 8) continue;
+    const int64_t q0 = rng.uniform(0, int64_t(gw.size()) - 8);
+    for (int64_t i = q0; i < q0 + 8; ++i) quote += (i > q0 ? " " : "") + gw[i];
+    if (quote.find('"') != std::string::npos) quote.clear();
+  }
+  const Passage& g = *gp;
+  // Distractors: other presidents' passages that do not hold the quote.
+  std::vector<Document> ds;
+  std::set<size_t> used;
+  for (int64_t tries = 0; int64_t(ds.size()) < docs - 1; ++tries) {
+    LCX_CHECK(tries < 100000, "litm: could not draw ", docs - 1, " distractor passages");
+    size_t i = size_t(rng.uniform(0, int64_t(passages.size()) - 1));
+    const auto& p = passages[i];
+    if (p.surname == g.surname || used.count(i) || p.text.find(quote) != std::string::npos) continue;
+    used.insert(i);
+    ds.push_back({p.title, p.text});
+  }
+  ds.insert(ds.begin() + gold, Document{g.title, g.text});
+  Sample s;
+  s.setup = "qa";
+  s.size = docs;
+  s.gold = gold;
+  s.index = index;
+  s.prompt = qa_prompt("Which president's State of the Union address says \"" + quote + "\"?", ds);
+  s.outputs = {g.president, g.surname};
+  return s;
+}
+
+std::string normalize(const std::string& s) {
+  std::string t;
+  for (unsigned char c : s) {
+    if (std::ispunct(c)) continue;
+    t += char(std::tolower(c));
+  }
+  std::istringstream in(t);
+  std::string out;
+  for (std::string w; in >> w;) {
+    if (w == "a" || w == "an" || w == "the") continue;
+    out += (out.empty() ? "" : " ") + w;
+  }
+  return out;
+}
+
+bool correct(const Sample& s, const std::string& prediction) {
+  if (s.setup == "kv") {
+    for (auto& o : s.outputs)
+      if (prediction.find(o) != std::string::npos) return true;
+    return false;
+  }
+  const std::string p = " " + normalize(prediction) + " ";
+  for (auto& o : s.outputs)
+    if (p.find(" " + normalize(o) + " ") != std::string::npos) return true;
+  return false;
+}
+
+RunSummary run(ruler::Completer& target, const RunOptions& o) {
+  namespace fs = std::filesystem;
+  LCX_CHECK(o.setup == "kv" || o.setup == "qa", "litm: --setup must be kv or qa (got '", o.setup, "')");
+  LCX_CHECK(!o.sizes.empty(), "litm: no sizes given");
+  LCX_CHECK(o.samples >= 1, "litm: --samples must be >= 1");
+  std::vector<Passage> passages;
+  if (o.setup == "qa") passages = sotu_passages();
+  RunSummary sum;
+  std::string csv = "setup,size,gold,accuracy,samples,prompt_tokens\n";
+  std::vector<Series> curves;
+  for (int64_t n : o.sizes) {
+    const std::string dir = o.out + "/" + o.setup + "-" + std::to_string(n);
+    fs::create_directories(dir);
+    auto positions = o.setup == "kv" ? kv_positions(n, o.positions) : qa_positions(n);
+    Series curve;
+    curve.label = std::to_string(n) + (o.setup == "kv" ? " pairs" : " documents");
+    double tokens = 0;
+    int64_t prompts = 0;
+    for (int64_t gold : positions) {
+      const std::string path = dir + "/gold-" + std::to_string(gold) + ".jsonl";
+      auto done = resume_jsonl(path, o.samples);
+      std::ofstream out(path, std::ios::app);
+      int64_t right = 0;
+      for (auto& d : done) right += d.at("correct").get<bool>() ? 1 : 0;
+      for (int64_t i = 0; i < o.samples; ++i) {
+        auto s = o.setup == "kv" ? kv_sample(n, gold, o.seed, i) : qa_sample(passages, n, gold, o.seed, i);
+        tokens += double(target.tokenizer().encode(s.prompt).size());
+        ++prompts;
+        if (i < int64_t(done.size())) continue;
+        auto pred = target.complete(s.prompt, o.max_tokens);
+        bool ok = correct(s, pred);
+        right += ok ? 1 : 0;
+        nlohmann::json j = {{"index", i},         {"size", n},         {"gold", gold},
+                            {"input", s.prompt},  {"outputs", s.outputs}, {"prediction", pred},
+                            {"correct", ok}};
+        out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+        out.flush();
+        if (o.log) o.log(o.setup + " " + std::to_string(n) + " gold " + std::to_string(gold) + " sample " +
+                         std::to_string(i + 1) + "/" + std::to_string(o.samples) + (ok ? ": right" : ": wrong"));
+      }
+      const double acc = 100.0 * double(right) / double(o.samples);
+      sum.accuracy[n][gold] = acc;
+      // Positions as 1-based indexes, like the paper's plots.
+      curve.points.push_back({double(gold + 1), acc});
+    }
+    sum.prompt_tokens[n] = int64_t(std::lround(tokens / double(std::max<int64_t>(1, prompts))));
+    for (auto& [gold, acc] : sum.accuracy[n]) {
+      char b[160];
+      std::snprintf(b, sizeof b, "%s,%lld,%lld,%.2f,%lld,%lld\n", o.setup.c_str(), (long long)n, (long long)gold, acc,
+                    (long long)o.samples, (long long)sum.prompt_tokens[n]);
+      csv += b;
+    }
+    curves.push_back(curve);
+  }
+  write_file_atomic(o.out + "/summary.csv", csv);
+  nlohmann::json j;
+  j["target"] = target.name();
+  j["setup"] = o.setup;
+  j["samples"] = o.samples;
+  j["seed"] = o.seed;
+  for (auto& [n, m] : sum.accuracy) {
+    for (auto& [g, a] : m) j["accuracy"][std::to_string(n)][std::to_string(g)] = a;
+    j["prompt_tokens"][std::to_string(n)] = sum.prompt_tokens[n];
+  }
+  write_file_atomic(o.out + "/summary.json", j.dump(2) + "\n");
+  PlotOptions po;
+  po.title = std::string("Lost in the middle (") + (o.setup == "kv" ? "key-value retrieval" : "multi-document QA") +
+             "): " + target.name() + ", " + std::to_string(o.samples) + " samples per point";
+  po.xlabel = o.setup == "kv" ? "position of the gold key (1-based)" : "position of the gold document (1-based)";
+  po.ylabel = "accuracy (%)";
+  write_file_atomic(o.out + "/ucurve.svg", svg_line_plot(curves, po));
+  return sum;
+}
+
+}  // namespace longctx::litm
