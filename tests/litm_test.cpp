@@ -9,6 +9,7 @@
 #include "io/fs.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
+#include "train/data.h"
 
 using namespace longctx;
 using namespace longctx::testing;
@@ -165,4 +166,60 @@ TEST(Litm, RunWritesTheCurveAndContinuesWhereItStopped) {
   auto q = litm::run(reader, o);
   for (auto& [g, acc] : q.accuracy[10]) EXPECT_EQ(acc, 100.0) << "qa gold " << g;
   EXPECT_EQ(q.accuracy[10].size(), 3u);
+}
+
+TEST(Litm, FittedSamplesAreTheLargestThatFitAndTrainAsMixtureRows) {
+  ByteTokenizer tok;
+  auto passages = litm::sotu_passages();
+  for (const std::string setup : {"kv", "qa"}) {
+    auto s = litm::fit_sample(setup, 3000, tok, passages, 17);
+    EXPECT_LE(int64_t(s.prompt.size()) + 48, 3000) << setup;
+    auto bigger = setup == "kv" ? litm::kv_sample(s.size + 1, s.gold, 0, 0) : litm::qa_sample(passages, s.size + 1, s.gold, 0, 0);
+    EXPECT_GT(int64_t(bigger.prompt.size()) + 48, 3000 - 200) << setup << ": one more item would (nearly) not fit";
+    EXPECT_TRUE(s.gold >= 0 && s.gold < s.size);
+    EXPECT_TRUE(litm::correct(s, litm::reference_answer(s))) << setup;
+  }
+  expect_error([&] { litm::fit_sample("kv", 100, tok, passages, 1); }, {"kv", "does not fit in 100 tokens"});
+  // As rows of the training mixture (data.ruler.tasks by name): the answer weighs, the prompt not.
+  TokenStream text;
+  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
+  DataConfig d;
+  d.seq_len = 2400;
+  d.ruler.fraction = 1.0;
+  d.ruler.min_length = 400;
+  d.ruler.max_length = 2400;
+  d.ruler.answer_weight = 3;
+  d.ruler.tasks = {"litm_kv", "litm_qa"};
+  TrainBatches tb(d, text, tok, 4, 1);
+  EXPECT_EQ(tb.ruler_tasks(), (std::vector<std::string>{"litm_kv", "litm_qa"}));
+  int kv = 0, qa = 0;
+  for (int64_t step = 0; step < 4; ++step) {
+    auto b = tb.get(step, 0);
+    for (int64_t r = 0; r < 4; ++r) {
+      std::vector<int64_t> ids(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 2400);
+      std::string s = tok.decode(ids), answer;
+      int64_t a0 = -1;
+      for (int64_t t = 0; t < 2399; ++t)
+        if (b.w[r][t].item<float>() == 3.f) {
+          if (a0 < 0) a0 = t + 1;
+          answer += s[t + 1];
+        }
+      ASSERT_GT(a0, 0);
+      const std::string prompt = s.substr(0, a0);
+      std::smatch m;
+      if (std::regex_search(prompt, m, std::regex("Key: \"([0-9a-f-]+)\"\nCorresponding value:$"))) {
+        ++kv;
+        auto at = prompt.find("\"" + m[1].str() + "\": \"");
+        EXPECT_EQ(answer, " " + prompt.substr(at + m[1].length() + 5, 36));
+      } else {
+        ASSERT_TRUE(std::regex_search(prompt, m, std::regex("says \"([^\"]+)\"\\?\nAnswer:$"))) << prompt;
+        ++qa;
+        auto doc = prompt.rfind("(Title: ", prompt.find(m[1].str()));
+        auto title = prompt.substr(doc + 8, prompt.find(')', doc) - doc - 8);
+        EXPECT_EQ(answer, " " + title.substr(title.find(", ") + 2) + ".");
+      }
+    }
+  }
+  EXPECT_GT(kv, 0);
+  EXPECT_GT(qa, 0);
 }

@@ -154,6 +154,32 @@ Sample qa_sample(const std::vector<Passage>& passages, int64_t docs, int64_t gol
   return s;
 }
 
+Sample fit_sample(const std::string& setup, int64_t length, const Tokenizer& tok, const std::vector<Passage>& passages,
+                  uint64_t seed, int64_t reserve) {
+  LCX_CHECK(setup == "kv" || setup == "qa", "litm: unknown setup '", setup, "'");
+  ruler::Rng rng(seed);
+  const uint64_t gold_draw = rng.next(), sample_seed = rng.next();
+  auto make = [&](int64_t n) {
+    const int64_t gold = int64_t(gold_draw % uint64_t(n));
+    return setup == "kv" ? kv_sample(n, gold, sample_seed, 0) : qa_sample(passages, n, gold, sample_seed, 0);
+  };
+  auto fits = [&](int64_t n) { return int64_t(tok.encode(make(n).prompt).size()) + reserve <= length; };
+  LCX_CHECK(fits(2), "litm: a ", setup, " sample with 2 ", setup == "kv" ? "pairs" : "documents", " does not fit in ",
+            length, " tokens");
+  int64_t lo = 2, hi = 4;
+  while (fits(hi)) lo = hi, hi *= 2;
+  while (hi - lo > 1) {
+    int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return make(lo);
+}
+
+std::string reference_answer(const Sample& s) {
+  LCX_CHECK(!s.outputs.empty(), "litm: a sample without an answer");
+  return s.setup == "kv" ? " " + s.outputs[0] : " " + s.outputs[0] + ".";
+}
+
 std::string normalize(const std::string& s) {
   std::string t;
   for (unsigned char c : s) {

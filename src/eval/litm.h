@@ -62,6 +62,14 @@ std::string normalize(const std::string& s);
 // kv: the value occurs in the prediction; qa: a normalized answer occurs in the normalized one.
 bool correct(const Sample& s, const std::string& prediction);
 
+// For training mixtures: the largest sample of `setup` (most pairs or documents, at least 2)
+// whose prompt plus `reserve` tokens fits `length` tokens of `tok`, the gold index drawn
+// uniformly from `seed`. Throws when 2 do not fit.
+Sample fit_sample(const std::string& setup, int64_t length, const Tokenizer& tok, const std::vector<Passage>& passages,
+                  uint64_t seed, int64_t reserve = 48);
+// What a perfect model answers: kv " {value}", qa " {President}."
+std::string reference_answer(const Sample& s);
+
 struct RunOptions {
   std::string setup = "kv";     // kv | qa
   std::vector<int64_t> sizes;   // pairs or documents

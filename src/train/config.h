@@ -48,7 +48,8 @@ struct RulerMixConfig {
   double fraction = 0;             // 0 = off; passkey rows are drawn first, then these
   int64_t min_length = 256;        // tokens, the budget of a sample (prompt + tokens to generate)
   int64_t max_length = 0;          // 0 = seq_len
-  std::vector<std::string> tasks;  // empty = every task that fits (QA only with its file)
+  std::vector<std::string> tasks;  // empty = every RULER task that fits (QA only with its file);
+                                   // also litm_kv, litm_qa (lost in the middle, eval/litm.h) by name
   double answer_weight = 1.0;      // loss weight of each answer token
   bool prompt_loss = false;        // LM loss on the prompt (haystack, needles, question)
   std::string squad, hotpotqa;     // QA files (their public JSON formats); empty = no QA tasks

@@ -4,6 +4,7 @@
 #include <random>
 #include <set>
 
+#include "eval/litm.h"
 #include "util/error.h"
 
 namespace longctx {
@@ -85,13 +86,34 @@ TrainBatches::TrainBatches(const DataConfig& d, const TokenStream& train, const 
   if (d_.ruler.fraction > 0) {
     const auto& q = d_.ruler;
     ruler_res_ = std::make_shared<ruler::Resources>(ruler::Resources::load(q.squad, q.hotpotqa));
-    for (auto& t : q.tasks)
+    // RULER's tasks, and the lost-in-the-middle setups by name (litm_kv, litm_qa; opt-in).
+    std::vector<std::string> wanted, litm_wanted;
+    for (auto& t : q.tasks) {
+      if (t == "litm_kv" || t == "litm_qa") {
+        litm_wanted.push_back(t);
+        continue;
+      }
       LCX_CHECK(std::find(ruler::tasks().begin(), ruler::tasks().end(), t) != ruler::tasks().end(),
-                "data.ruler.tasks: unknown task '", t, "'");
-    ruler_tasks_ = ruler::mixture_tasks(q.tasks, q.max_length, tok, *ruler_res_, &ruler_left_out_);
+                "data.ruler.tasks: unknown task '", t, "' (RULER's 13 tasks, litm_kv, litm_qa)");
+      wanted.push_back(t);
+    }
+    if (q.tasks.empty() || !wanted.empty())
+      ruler_tasks_ = ruler::mixture_tasks(wanted, q.max_length, tok, *ruler_res_, &ruler_left_out_);
+    for (auto& t : ruler_tasks_) ruler_min_.push_back(ruler::min_length(t, tok, *ruler_res_));
+    for (auto& t : litm_wanted) {
+      const std::string setup = t.substr(5);
+      if (setup == "qa" && passages_.empty()) passages_ = litm::sotu_passages();
+      int64_t m = int64_t(tok.encode((setup == "kv" ? litm::kv_sample(2, 0, 0, 0) : litm::qa_sample(passages_, 2, 0, 0, 0)).prompt).size()) + 48;
+      if (m > q.max_length) {
+        ruler_left_out_.push_back(t + ": its smallest sample needs " + std::to_string(m) + " tokens; max_length is " +
+                                  std::to_string(q.max_length));
+        continue;
+      }
+      ruler_tasks_.push_back(t);
+      ruler_min_.push_back(m);
+    }
     LCX_CHECK(!ruler_tasks_.empty(), "data.ruler: no task fits max_length ", q.max_length, " (",
               ruler_left_out_.empty() ? std::string() : ruler_left_out_[0], ")");
-    for (auto& t : ruler_tasks_) ruler_min_.push_back(ruler::min_length(t, tok, *ruler_res_));
   }
   if (d_.passkey.fraction > 0) {
     int64_t fixed = pk_.fixed_tokens(d_.passkey.key_max, /*with_task=*/d_.passkey.bare_fraction < 1);
@@ -116,14 +138,32 @@ void TrainBatches::ruler_row(std::mt19937_64& rng, std::vector<int64_t>* row, st
   const int64_t lo = std::min(q.max_length, std::max(q.min_length, ruler_min_[k] + 16));
   const int64_t len = std::uniform_int_distribution<int64_t>(lo, q.max_length)(rng);
   const uint64_t sample_seed = rng();
-  ruler::Sample s;
-  try {
-    s = ruler::generate(ruler_tasks_[k], len, tok_, *ruler_res_, sample_seed, 0);
-  } catch (const Error&) {
-    s = ruler::generate(ruler_tasks_[k], q.max_length, tok_, *ruler_res_, sample_seed, 0);
+  std::vector<int64_t> prompt, answer;
+  if (ruler_tasks_[k].rfind("litm_", 0) == 0) {
+    // Passages differ in length: when even 2 documents of this draw do not fit, max_length,
+    // then other draws at max_length.
+    litm::Sample s;
+    for (int attempt = 0;; ++attempt) {
+      try {
+        s = litm::fit_sample(ruler_tasks_[k].substr(5), attempt == 0 ? len : q.max_length, tok_, passages_,
+                             attempt < 2 ? sample_seed : mix_seed(sample_seed, uint64_t(attempt)));
+        break;
+      } catch (const Error&) {
+        if (attempt == 16) throw;
+      }
+    }
+    prompt = tok_.encode(s.prompt);
+    answer = tok_.encode(litm::reference_answer(s));
+  } else {
+    ruler::Sample s;
+    try {
+      s = ruler::generate(ruler_tasks_[k], len, tok_, *ruler_res_, sample_seed, 0);
+    } catch (const Error&) {
+      s = ruler::generate(ruler_tasks_[k], q.max_length, tok_, *ruler_res_, sample_seed, 0);
+    }
+    prompt = tok_.encode(s.input + s.answer_prefix);
+    answer = tok_.encode(ruler::reference_answer(s));
   }
-  auto prompt = tok_.encode(s.input + s.answer_prefix);
-  auto answer = tok_.encode(ruler::reference_answer(s));
   row->insert(row->end(), prompt.begin(), prompt.end());
   wt->resize(row->size(), q.prompt_loss ? 1.f : 0.f);
   for (auto t : answer) row->push_back(t), wt->push_back(float(q.answer_weight));

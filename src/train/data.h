@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "eval/litm.h"   // the lost-in-the-middle generators (text only)
 #include "eval/ruler.h"  // the task generators: text only, no model (train/ and eval/ share them)
 #include "text/corpus.h"
 #include "text/passkey.h"
@@ -56,6 +57,7 @@ class TrainBatches {
   std::shared_ptr<const ruler::Resources> ruler_res_;
   std::vector<std::string> ruler_tasks_, ruler_left_out_;
   std::vector<int64_t> ruler_min_;  // per task in the mixture: its smallest budget
+  std::vector<litm::Passage> passages_;  // litm_qa's documents
   std::vector<int64_t> newline_;
   int64_t b_;
   uint64_t seed_;
