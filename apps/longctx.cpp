@@ -151,9 +151,11 @@ int main(int argc, char** argv) {
 
   // compare
   auto* cmp = app.add_subcommand("compare", "plot and tabulate runs (a log.jsonl metric against tokens) or eval ppl results (bits per byte against context)");
-  std::string cmp_runs, cmp_ppl, cmp_labels, cmp_metric = "val_bpb", cmp_out, cmp_title;
+  std::string cmp_runs, cmp_ppl, cmp_ruler, cmp_litm, cmp_labels, cmp_metric = "val_bpb", cmp_out, cmp_title;
   cmp->add_option("--runs", cmp_runs, "comma-separated run folders");
   cmp->add_option("--ppl", cmp_ppl, "comma-separated `eval ppl --json` files, one per series (a series may join several files with +)");
+  cmp->add_option("--ruler", cmp_ruler, "comma-separated `longctx ruler --out` folders: per-length averages and effective lengths (table), model x length heatmap (--out)");
+  cmp->add_option("--litm", cmp_litm, "comma-separated `longctx litm --out` folders: accuracy against the gold position, one series per folder and size");
   cmp->add_option("--metric", cmp_metric, "log.jsonl key for --runs (val_bpb, val_loss, loss, answer_loss, ...)");
   cmp->add_option("--labels", cmp_labels, "comma-separated series names (default: folder or model names)");
   cmp->add_option("--title", cmp_title, "plot title");
@@ -392,7 +394,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*cmp) {
-      LCX_CHECK(cmp_runs.empty() != cmp_ppl.empty(), "compare: give exactly one of --runs and --ppl");
+      LCX_CHECK(int(!cmp_runs.empty()) + int(!cmp_ppl.empty()) + int(!cmp_ruler.empty()) + int(!cmp_litm.empty()) == 1,
+                "compare: give exactly one of --runs, --ppl, --ruler and --litm");
       auto split = [](const std::string& s) {
         std::vector<std::string> v;
         std::stringstream ss(s);
@@ -400,9 +403,22 @@ int main(int argc, char** argv) {
         return v;
       };
       auto labels = split(cmp_labels);
+      if (!cmp_ruler.empty()) {
+        auto rows = ruler_rows(split(cmp_ruler), labels);
+        std::printf("%s", ruler_markdown(rows).c_str());
+        if (!cmp_out.empty()) {
+          write_file_atomic(cmp_out, ruler_heatmap(rows, cmp_title.empty() ? "RULER: average over tasks" : cmp_title));
+          std::printf("wrote %s\n", cmp_out.c_str());
+        }
+        return 0;
+      }
       PlotOptions po;
       std::vector<Series> series;
-      if (!cmp_runs.empty()) {
+      if (!cmp_litm.empty()) {
+        series = litm_curves(split(cmp_litm), labels);
+        po.xlabel = "gold position";
+        po.ylabel = "accuracy (%)";
+      } else if (!cmp_runs.empty()) {
         series = run_curves(split(cmp_runs), labels, cmp_metric);
         po.xlabel = "training tokens";
         po.ylabel = cmp_metric;

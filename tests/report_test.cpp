@@ -50,3 +50,33 @@ TEST(Report, PplSeriesJoinedByPlusTakesEveryFileSortedByContext) {
   EXPECT_EQ(s[1].points.size(), 1u);
   expect_error([&] { ppl_curves({d + "/m-1.json+" + d + "/missing.json"}, {}); }, {"missing.json"});
 }
+
+TEST(Report, RulerTableHasOneRowPerModelAndDashesWhereALengthWasNotRun) {
+  auto d = temp_dir("report_ruler");
+  std::filesystem::create_directories(d + "/a");
+  std::filesystem::create_directories(d + "/b");
+  write_file_atomic(d + "/a/summary.json", R"({"target": "a", "effective_length": 8192,
+      "average": {"4096": 90.0, "8192": 87.25, "16384": 10.0}})");
+  write_file_atomic(d + "/b/summary.json", R"({"target": "b", "effective_length": 0,
+      "average": {"4096": 12.5, "8192": null}})");
+  auto rows = ruler_rows({d + "/a", d + "/b"}, {"", "swa"});
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].label, "a");
+  EXPECT_EQ(rows[1].label, "swa");
+  EXPECT_EQ(ruler_markdown(rows),
+            "| model | 4K | 8K | 16K | effective length |\n|---|---|---|---|---|\n"
+            "| a | 90.0 | 87.2 | 10.0 | 8K |\n| swa | 12.5 | - | - | < 4K |\n");
+  auto svg = ruler_heatmap(rows, "t");
+  EXPECT_NE(svg.find("n/a"), std::string::npos) << "cells not run are grey";
+  expect_error([&] { ruler_rows({d + "/none"}, {}); }, {"none/summary.json", "longctx ruler"});
+}
+
+TEST(Report, LitmCurvesHaveOneSeriesPerSizeWithOneBasedPositions) {
+  auto d = temp_dir("report_litm");
+  write_file_atomic(d + "/summary.json", R"({"target": "m", "setup": "kv",
+      "accuracy": {"75": {"0": 50.0, "74": 100.0, "37": 25.0}, "140": {"0": 10.0}}})");
+  auto s = litm_curves({d}, {});
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[1].label, "m, 75 pairs");
+  EXPECT_EQ(s[1].points, (std::vector<std::pair<double, double>>{{1, 50}, {38, 25}, {75, 100}}));
+}

@@ -116,4 +116,91 @@ std::string markdown_table(const std::vector<Series>& series, const std::string&
   return t;
 }
 
+namespace {
+nlohmann::json read_summary(const std::string& dir, const char* what) {
+  const std::string path = dir + "/summary.json";
+  LCX_CHECK(std::filesystem::exists(path), path, ": no such file (run `longctx ", what, "` with --out ", dir, " first)");
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": not JSON (", e.what(), ")");
+  }
+}
+std::string length_label(int64_t L) {
+  if (L % (1024 * 1024) == 0) return std::to_string(L / (1024 * 1024)) + "M";
+  return L % 1024 == 0 ? std::to_string(L / 1024) + "K" : std::to_string(L);
+}
+}  // namespace
+
+std::vector<RulerRow> ruler_rows(const std::vector<std::string>& dirs, const std::vector<std::string>& labels) {
+  std::vector<RulerRow> rows;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    auto j = read_summary(dirs[i], "ruler");
+    RulerRow r;
+    r.label = i < labels.size() && !labels[i].empty() ? labels[i] : j.value("target", dirs[i]);
+    for (auto& [L, v] : j.at("average").items()) r.average[std::stoll(L)] = v.is_null() ? std::nan("") : v.get<double>();
+    r.effective_length = j.value("effective_length", int64_t(0));
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+std::string ruler_markdown(const std::vector<RulerRow>& rows) {
+  std::set<int64_t> Ls;
+  for (auto& r : rows)
+    for (auto& [L, v] : r.average) Ls.insert(L);
+  std::string t = "| model |";
+  for (auto L : Ls) t += " " + length_label(L) + " |";
+  t += " effective length |\n|---|";
+  for (size_t i = 0; i <= Ls.size(); ++i) t += "---|";
+  t += "\n";
+  char b[32];
+  for (auto& r : rows) {
+    t += "| " + r.label + " |";
+    for (auto L : Ls) {
+      auto it = r.average.find(L);
+      if (it == r.average.end() || std::isnan(it->second)) t += " - |";
+      else std::snprintf(b, sizeof b, " %.1f |", it->second), t += b;
+    }
+    t += " " + (r.effective_length ? length_label(r.effective_length) : std::string("< ") + length_label(*Ls.begin())) +
+         " |\n";
+  }
+  return t;
+}
+
+std::string ruler_heatmap(const std::vector<RulerRow>& rows, const std::string& title) {
+  std::set<int64_t> Ls;
+  for (auto& r : rows)
+    for (auto& [L, v] : r.average) Ls.insert(L);
+  std::vector<std::string> names, cols;
+  std::vector<std::vector<double>> v;
+  for (auto L : Ls) cols.push_back(length_label(L));
+  for (auto& r : rows) {
+    names.push_back(r.label);
+    v.emplace_back();
+    for (auto L : Ls) v.back().push_back(r.average.count(L) ? r.average.at(L) / 100.0 : std::nan(""));
+  }
+  PlotOptions po;
+  po.title = title;
+  po.xlabel = "length (tokens)";
+  return svg_heatmap(names, cols, v, po);
+}
+
+std::vector<Series> litm_curves(const std::vector<std::string>& dirs, const std::vector<std::string>& labels) {
+  std::vector<Series> out;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    auto j = read_summary(dirs[i], "litm");
+    std::string label = i < labels.size() && !labels[i].empty() ? labels[i] : j.value("target", dirs[i]);
+    const std::string unit = j.value("setup", "kv") == "kv" ? " pairs" : " documents";
+    for (auto& [n, m] : j.at("accuracy").items()) {
+      Series s;
+      s.label = label + ", " + n + unit;
+      for (auto& [g, a] : m.items()) s.points.push_back({double(std::stoll(g) + 1), a.get<double>()});
+      std::sort(s.points.begin(), s.points.end());
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
 }  // namespace longctx

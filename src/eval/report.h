@@ -1,6 +1,8 @@
 // Comparing runs without a Python stack: curves from training logs (log.jsonl) and from
 // `eval ppl --json` files, as an SVG plot and a Markdown table.
 #pragma once
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,5 +22,21 @@ std::vector<Series> ppl_curves(const std::vector<std::string>& files, const std:
 
 // Rows = the union of x values, one column per series (blank where a series has no point).
 std::string markdown_table(const std::vector<Series>& series, const std::string& xlabel);
+
+// RULER over several models: each folder holds a `longctx ruler` summary.json. One row per folder:
+// the per-length average (NaN where not run), the effective length; as a Markdown table (one
+// column per length, then the effective length) and as a model x length heatmap.
+struct RulerRow {
+  std::string label;
+  std::map<int64_t, double> average;  // length -> score (0..100)
+  int64_t effective_length = 0;
+};
+std::vector<RulerRow> ruler_rows(const std::vector<std::string>& dirs, const std::vector<std::string>& labels);
+std::string ruler_markdown(const std::vector<RulerRow>& rows);
+std::string ruler_heatmap(const std::vector<RulerRow>& rows, const std::string& title);
+
+// Lost in the middle over several models: each folder holds a `longctx litm` summary.json; one
+// series per folder and size: accuracy against the gold position (1-based).
+std::vector<Series> litm_curves(const std::vector<std::string>& dirs, const std::vector<std::string>& labels);
 
 }  // namespace longctx
