@@ -156,6 +156,8 @@ int main(int argc, char** argv) {
   cmp->add_option("--ppl", cmp_ppl, "comma-separated `eval ppl --json` files, one per series (a series may join several files with +)");
   cmp->add_option("--ruler", cmp_ruler, "comma-separated `longctx ruler --out` folders: per-length averages and effective lengths (table), model x length heatmap (--out)");
   cmp->add_option("--litm", cmp_litm, "comma-separated `longctx litm --out` folders: accuracy against the gold position, one series per folder and size");
+  int64_t cmp_size = 0;
+  cmp->add_option("--size", cmp_size, "with --litm: only this size (pairs or documents)");
   cmp->add_option("--metric", cmp_metric, "log.jsonl key for --runs (val_bpb, val_loss, loss, answer_loss, ...)");
   cmp->add_option("--labels", cmp_labels, "comma-separated series names (default: folder or model names)");
   cmp->add_option("--title", cmp_title, "plot title");
@@ -415,7 +417,7 @@ int main(int argc, char** argv) {
       PlotOptions po;
       std::vector<Series> series;
       if (!cmp_litm.empty()) {
-        series = litm_curves(split(cmp_litm), labels);
+        series = litm_curves(split(cmp_litm), labels, cmp_size);
         po.xlabel = "gold position";
         po.ylabel = "accuracy (%)";
       } else if (!cmp_runs.empty()) {

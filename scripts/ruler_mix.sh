@@ -15,9 +15,12 @@
 #   beacon    Activation Beacon, windows of 256, ratio by length
 # Then RULER on every task that runs offline (no QA files: qa_1/qa_2 need --squad/--hotpotqa)
 # at 4K..128K (full attention to 16K: past that its O(L^2) prefill takes hours here), SAMPLES
-# per task and length, seed 0, and a table (scripts/ruler_report.sh). Resumes; skips what is
-# complete. Environment: LONGCTX, OUT, THREADS (per job; two jobs at a time), SAMPLES, LENGTHS,
-# FULL_LENGTHS, ARMS.
+# per task and length, seed 0; RULER at 1M tokens for the bounded arms (LONG_TASKS, 1 sample);
+# lost in the middle (kv 75/140/300 pairs, LITM_SAMPLES per gold position; full attention to
+# 140); streaming speed and state bytes (bench_stream, its own model, 128K and 1M, beside full
+# attention at 16K in the same run); then the tables and plots (scripts/ruler_report.sh).
+# Resumes; skips what is complete. Environment: LONGCTX, BENCH, OUT, THREADS (per job; two jobs at
+# a time), SAMPLES, LENGTHS, FULL_LENGTHS, LONG_TASKS, LITM_SAMPLES, ARMS.
 set -euo pipefail
 LONGCTX=${LONGCTX:-build/longctx}
 OUT=${OUT:-runs/ruler-mix}
@@ -25,6 +28,9 @@ THREADS=${THREADS:-1}
 SAMPLES=${SAMPLES:-3}
 LENGTHS=${LENGTHS:-4096,8192,16384,32768,65536,131072}
 FULL_LENGTHS=${FULL_LENGTHS:-4096,8192,16384}
+LONG_TASKS=${LONG_TASKS:-niah_single_1,niah_single_2,niah_multikey_2,vt}
+LITM_SAMPLES=${LITM_SAMPLES:-4}
+BENCH=${BENCH:-build/bench_stream}
 ARMS=${ARMS:-full swa infini megalodon fam beacon}
 mkdir -p "$OUT"
 . "$(dirname "$0")/train_arm.sh"
@@ -58,7 +64,45 @@ ruler_one() {
   fi
 }
 
+ruler_long() {
+  local arm=$1
+  [ "$arm" = full ] && return
+  if [ ! -f "$OUT/$arm/ruler-1m/DONE" ]; then
+    echo "[$arm] RULER at 1M: $LONG_TASKS (log: $OUT/$arm/ruler-1m.log)"
+    "$LONGCTX" --threads "$THREADS" ruler --model "$OUT/$arm" --tasks "$LONG_TASKS" --lengths 1048576 \
+      --samples 1 --seed 0 --out "$OUT/$arm/ruler-1m" >"$OUT/$arm/ruler-1m.log" 2>&1
+    touch "$OUT/$arm/ruler-1m/DONE"
+  fi
+}
+
+litm_one() {
+  local arm=$1 sizes=75,140,300
+  [ "$arm" = full ] && sizes=75,140
+  if [ ! -f "$OUT/$arm/litm/DONE" ]; then
+    echo "[$arm] lost in the middle, kv $sizes (log: $OUT/$arm/litm.log)"
+    "$LONGCTX" --threads "$THREADS" litm --model "$OUT/$arm" --setup kv --sizes "$sizes" \
+      --samples "$LITM_SAMPLES" --seed 0 --out "$OUT/$arm/litm" >"$OUT/$arm/litm.log" 2>&1
+    touch "$OUT/$arm/litm/DONE"
+  fi
+}
+
+bench_one() {
+  local arm=$1 type
+  type=$(sed -n 's/.*"type": "\([a-z_]*\)".*/\1/p' "configs/ruler-mix-$arm.json" | head -1)
+  [ -f "$OUT/$arm/bench.txt" ] && return
+  local lengths=16384,131072,1048576 mixers=$type
+  [ "$arm" = beacon ] && mixers=activation_beacon@128  # the ratio chosen by length at 128K and 1M
+  [ "$arm" = full ] && lengths=16384
+  [ "$arm" != full ] && mixers=$mixers,full_attention
+  echo "[$arm] bench_stream $mixers at $lengths"
+  "$BENCH" --threads "$THREADS" --model "$OUT/$arm" --mixers "$mixers" --lengths "$lengths" --full-max 16384 \
+    >"$OUT/$arm/bench.txt.tmp" 2>&1 && mv "$OUT/$arm/bench.txt.tmp" "$OUT/$arm/bench.txt"
+}
+
 read -r -a arms <<<"$ARMS"
 run_pairs train_one "${arms[@]}"
 run_pairs ruler_one "${arms[@]}"
-echo "RULER: $OUT/*/ruler/summary.csv and heatmap.svg"
+run_pairs litm_one "${arms[@]}"
+run_pairs ruler_long "${arms[@]}"
+for a in "${arms[@]}"; do bench_one "$a"; done  # one at a time: speed figures
+OUT="$OUT" LONGCTX="$LONGCTX" "$(dirname "$0")/ruler_report.sh"

@@ -79,4 +79,5 @@ TEST(Report, LitmCurvesHaveOneSeriesPerSizeWithOneBasedPositions) {
   ASSERT_EQ(s.size(), 2u);
   EXPECT_EQ(s[1].label, "m, 75 pairs");
   EXPECT_EQ(s[1].points, (std::vector<std::pair<double, double>>{{1, 50}, {38, 25}, {75, 100}}));
+  EXPECT_EQ(litm_curves({d}, {}, 140).size(), 1u);
 }

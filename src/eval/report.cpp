@@ -186,13 +186,15 @@ std::string ruler_heatmap(const std::vector<RulerRow>& rows, const std::string& 
   return svg_heatmap(names, cols, v, po);
 }
 
-std::vector<Series> litm_curves(const std::vector<std::string>& dirs, const std::vector<std::string>& labels) {
+std::vector<Series> litm_curves(const std::vector<std::string>& dirs, const std::vector<std::string>& labels,
+                                int64_t size) {
   std::vector<Series> out;
   for (size_t i = 0; i < dirs.size(); ++i) {
     auto j = read_summary(dirs[i], "litm");
     std::string label = i < labels.size() && !labels[i].empty() ? labels[i] : j.value("target", dirs[i]);
     const std::string unit = j.value("setup", "kv") == "kv" ? " pairs" : " documents";
     for (auto& [n, m] : j.at("accuracy").items()) {
+      if (size && std::stoll(n) != size) continue;
       Series s;
       s.label = label + ", " + n + unit;
       for (auto& [g, a] : m.items()) s.points.push_back({double(std::stoll(g) + 1), a.get<double>()});

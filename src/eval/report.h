@@ -36,7 +36,8 @@ std::string ruler_markdown(const std::vector<RulerRow>& rows);
 std::string ruler_heatmap(const std::vector<RulerRow>& rows, const std::string& title);
 
 // Lost in the middle over several models: each folder holds a `longctx litm` summary.json; one
-// series per folder and size: accuracy against the gold position (1-based).
-std::vector<Series> litm_curves(const std::vector<std::string>& dirs, const std::vector<std::string>& labels);
+// series per folder and size (only `size` when not 0): accuracy against the gold position (1-based).
+std::vector<Series> litm_curves(const std::vector<std::string>& dirs, const std::vector<std::string>& labels,
+                                int64_t size = 0);
 
 }  // namespace longctx
