@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon
+.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix
 
 all: build
 
@@ -88,3 +88,9 @@ recipe-beacon: data build-cli
 
 clean:
 	rm -rf $(BUILD)
+
+# Every mechanism of the zoo trained on RULER's task mixture with the same budget, then RULER
+# (4K-128K; 1M for the bounded mixers), lost in the middle, streaming speed and state bytes, and
+# the tables of docs/RESULTS.md (scripts/ruler_mix.sh says how). Resumes.
+recipe-ruler-mix: data build
+	LONGCTX=$(LONGCTX) BENCH=$(BUILD)/bench_stream ./scripts/ruler_mix.sh
