@@ -181,8 +181,7 @@ TEST(Litm, FittedSamplesAreTheLargestThatFitAndTrainAsMixtureRows) {
   }
   expect_error([&] { litm::fit_sample("kv", 100, tok, passages, 1); }, {"kv", "does not fit in 100 tokens"});
   // As rows of the training mixture (data.ruler.tasks by name): the answer weighs, the prompt not.
-  TokenStream text;
-  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
+  TokenStream text = letter_stream();
   DataConfig d;
   d.seq_len = 2400;
   d.ruler.fraction = 1.0;

@@ -17,12 +17,7 @@ std::string noise_joined(size_t chars) {
   return s;
 }
 // A training stream of 20000 letters (stands for the text rows and the fill after answers).
-TokenStream letters() {
-  TokenStream text;
-  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
-  text.bytes = 20000;
-  return text;
-}
+TokenStream letters() { return letter_stream(); }
 }  // namespace
 
 TEST(Passkey, PromptIsTheReferenceTextAtExactLengthAndDepth) {

@@ -17,20 +17,8 @@ using namespace longctx::testing;
 namespace r = longctx::ruler;
 
 namespace {
-
-const r::Resources& res() {
-  static const r::Resources R = r::Resources::load(source_dir() + "/tests/fixtures/ruler/squad_v2_small.json",
-                                                   source_dir() + "/tests/fixtures/ruler/hotpotqa_small.json");
-  return R;
-}
-
-TokenStream letters() {
-  TokenStream text;
-  for (int i = 0; i < 20000; ++i) text.tokens.push_back('a' + i % 26);
-  text.bytes = 20000;
-  return text;
-}
-
+const r::Resources& res() { return ruler_fixture_resources(); }
+TokenStream letters() { return letter_stream(); }
 }  // namespace
 
 TEST(RulerMix, ReferenceAnswerScoresFullMarksAndFollowsTheWorkedExamplesFormat) {

@@ -15,11 +15,7 @@ namespace r = longctx::ruler;
 
 namespace {
 
-const r::Resources& res() {
-  static const r::Resources R = r::Resources::load(source_dir() + "/tests/fixtures/ruler/squad_v2_small.json",
-                                                   source_dir() + "/tests/fixtures/ruler/hotpotqa_small.json");
-  return R;
-}
+const r::Resources& res() { return ruler_fixture_resources(); }
 
 const std::string kNoise = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
 

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <string>
 
+#include "eval/ruler.h"
+#include "text/corpus.h"
 #include "util/error.h"
 
 namespace longctx::testing {
@@ -39,6 +41,21 @@ void expect_error(F&& f, std::initializer_list<std::string> needles) {
     std::string m = e.what();
     for (auto& n : needles) EXPECT_NE(m.find(n), std::string::npos) << "message: " << m << "\nmissing: " << n;
   }
+}
+
+// A token stream of 'a'..'z' repeated (n tokens): text rows whose every token is known.
+inline TokenStream letter_stream(int n = 20000) {
+  TokenStream text;
+  for (int i = 0; i < n; ++i) text.tokens.push_back('a' + i % 26);
+  text.bytes = n;
+  return text;
+}
+
+// RULER's resources with the QA fixtures of tests/fixtures/ruler (loaded once).
+inline const ruler::Resources& ruler_fixture_resources() {
+  static const ruler::Resources R = ruler::Resources::load(source_dir() + "/tests/fixtures/ruler/squad_v2_small.json",
+                                                           source_dir() + "/tests/fixtures/ruler/hotpotqa_small.json");
+  return R;
 }
 
 }  // namespace longctx::testing
