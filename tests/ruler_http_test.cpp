@@ -9,6 +9,7 @@
 #include <regex>
 #include <thread>
 
+#include "eval/litm.h"
 #include "eval/ruler.h"
 #include "eval/ruler_http.h"
 #include "io/fs.h"
@@ -32,6 +33,11 @@ std::string temp(const std::string& name) {
 // The answer a perfect reader gives: the values of the key the answer prefix asks about.
 std::string read_needles(const std::string& prompt) {
   std::smatch q;
+  // Lost in the middle's key-value retrieval: the asked key's value.
+  if (std::regex_search(prompt, q, std::regex("Key: \"([0-9a-f-]+)\"\nCorresponding value:$"))) {
+    auto at = prompt.find("\"" + q[1].str() + "\": \"");
+    return at == std::string::npos ? "none" : " " + prompt.substr(at + q[1].length() + 5, 36);
+  }
   const std::string prefix = prompt.substr(prompt.rfind('?') + 1);
   if (!std::regex_match(prefix, q, std::regex(" The special magic (?:number|uuid)s? for (.+) mentioned in the provided text (?:is|are)")))
     return "I do not know.";
@@ -106,6 +112,21 @@ TEST(RulerEndpoint, ALocalCompletionsServerRunsEndToEnd) {
   // "http://host:port/v1" is the same endpoint.
   r::EndpointCompleter v1(s.url() + "/v1/", "reader-1", std::make_shared<ByteTokenizer>());
   EXPECT_EQ(v1.complete("x", 3), "I do not know.");
+}
+
+TEST(RulerEndpoint, LostInTheMiddleRunsThroughTheSameEndpoint) {
+  Server s;
+  r::EndpointCompleter target(s.url(), "reader-2", std::make_shared<ByteTokenizer>());
+  litm::RunOptions o;
+  o.setup = "kv";
+  o.sizes = {75};
+  o.samples = 2;
+  o.out = temp("litm_endpoint");
+  auto sum = litm::run(target, o);
+  EXPECT_EQ(s.requests, 5 * 2);
+  EXPECT_EQ(s.last_max_tokens, 100);
+  for (auto& [g, a] : sum.accuracy[75]) EXPECT_DOUBLE_EQ(a, 100) << "gold " << g;
+  EXPECT_EQ(sum.accuracy[75].size(), 5u);
 }
 
 TEST(RulerEndpoint, ErrorsNameTheEndpointAndWhatWentWrong) {

@@ -94,7 +94,9 @@ TEST(RulerMix, TrainingRowsWeighTheAnswerNotThePromptAndFitTheDrawnBudget) {
         float w = b.w[row][t].item<float>();
         if (w == 5.f && a0 < 0) a0 = t + 1;  // w[t] weighs the target at x index t + 1
         if (w == 5.f) a1 = t + 2;
-        if (a0 < 0) EXPECT_EQ(w, 0.f) << "the prompt carries no loss (step " << step << ", row " << row << ")";
+        if (a0 < 0) {
+          EXPECT_EQ(w, 0.f) << "the prompt carries no loss (step " << step << ", row " << row << ")";
+        }
       }
       ASSERT_GT(a0, 0) << s;
       EXPECT_EQ(s[a1], '\n');

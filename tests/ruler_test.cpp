@@ -154,7 +154,9 @@ TEST(Ruler, NeedleTasksFollowTheTemplatesByteForByte) {
         std::string first;
         for (int64_t i = 0; i < n; ++i) first += (i ? " " : "") + res().essay_words[i];
         EXPECT_EQ(plain, first) << task;
-        if (task == "niah_multikey_1") EXPECT_EQ(keys.size(), 4u);
+        if (task == "niah_multikey_1") {
+          EXPECT_EQ(keys.size(), 4u);
+        }
       }
     }
   }
@@ -233,7 +235,9 @@ TEST(Ruler, FrequentWordsFollowZipfWithTheDotsFirst) {
   EXPECT_EQ(freq["..."], int64_t(std::floor(n / z)));
   for (int k = 2; k <= 4; ++k) EXPECT_EQ(freq[s.outputs[k - 2]], int64_t(std::floor(n / (k * k * z)))) << k;
   for (auto& [w, c] : freq)
-    if (w != "...") EXPECT_TRUE(std::regex_match(w, std::regex("[a-z]{6}"))) << w;
+    if (w != "...") {
+      EXPECT_TRUE(std::regex_match(w, std::regex("[a-z]{6}"))) << w;
+    }
 }
 
 TEST(Ruler, QaReadsBothPublicFormatsAndPlacesTheGoldDocument) {
