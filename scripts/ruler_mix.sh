@@ -20,7 +20,7 @@
 # per task and length, seed 0; RULER at 1M tokens for the bounded arms (LONG_TASKS, 1 sample;
 # not full attention or Activation Beacon, whose state grows);
 # lost in the middle (kv 75/140/300 pairs, LITM_SAMPLES per gold position; full attention to
-# 140); streaming speed and state bytes (bench_stream, its own model, 128K and 1M, beside full
+# 140); streaming speed and state bytes (bench_stream, its own model at 16K and 128K, beside full
 # attention at 16K in the same run); then the tables and plots (scripts/ruler_report.sh).
 # Resumes; skips what is complete. Environment: LONGCTX, BENCH, OUT, THREADS (per job; two jobs at
 # a time), SAMPLES, LENGTHS, FULL_LENGTHS, LONG_TASKS, LITM_SAMPLES, ARMS.
@@ -94,8 +94,8 @@ bench_one() {
   local arm=$1 type
   type=$(sed -n 's/.*"type": "\([a-z_]*\)".*/\1/p' "configs/ruler-mix-$arm.json" | head -1)
   [ -f "$OUT/$arm/bench.txt" ] && return
-  local lengths=16384,131072,1048576 mixers=$type
-  # The ratio chosen by length at 128K; its state grows (L / ratio): 1M is in BENCHMARKS (issue 7).
+  local lengths=16384,131072 mixers=$type
+  # The ratio chosen by length at 128K (its state grows with L / ratio: 1M is in BENCHMARKS, issue 7).
   [ "$arm" = beacon ] && mixers=activation_beacon@128 && lengths=16384,131072
   [ "$arm" = full ] && lengths=16384
   [ "$arm" != full ] && mixers=$mixers,full_attention
