@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every mechanism of the zoo trained on RULER's task mixture with the same budget, then measured
-# with RULER (issue 10; docs/RESULTS.md "RULER over the zoo").
+# with RULER (issue 10; docs/RESULTS.md "RULER and lost in the middle over the zoo").
 #
 # Arms (configs/ruler-mix-*.json): the same 4-layer, D 128 model (0.87M parameters; MEGALODON's
 # own shape at the same count), byte tokens, the SOTU split of every recipe, seed 0; 600 steps

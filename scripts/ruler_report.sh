@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tables and plots of docs/RESULTS.md "RULER over the zoo" from scripts/ruler_mix.sh's runs:
+# The tables and plots of docs/RESULTS.md "RULER and lost in the middle over the zoo" from scripts/ruler_mix.sh's runs:
 # RULER averages per length with effective lengths (and the model x length heatmap), RULER at 1M
 # for the bounded arms, lost-in-the-middle U-curves, and each arm's per-task heatmap copied to
 # docs/img. Usage: OUT=runs/ruler-mix scripts/ruler_report.sh
