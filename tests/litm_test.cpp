@@ -144,6 +144,12 @@ TEST(Litm, RunWritesTheCurveAndContinuesWhereItStopped) {
     for (auto& [g, acc] : sum.accuracy[n]) EXPECT_EQ(acc, 100.0) << n << " gold " << g;
   EXPECT_EQ(sum.accuracy[10].size(), 3u);
   EXPECT_GT(sum.prompt_tokens[20], sum.prompt_tokens[10]);
+  // Rerun complete: nothing is asked again, and the prompt lengths come from the files.
+  auto again = litm::run(reader, o);
+  EXPECT_EQ(reader.calls, 2 * 3 * 2);
+  EXPECT_EQ(again.prompt_tokens, sum.prompt_tokens);
+  EXPECT_EQ(again.accuracy, sum.accuracy);
+  EXPECT_NE(read_file(o.out + "/kv-10/gold-0.jsonl").find("\"prompt_tokens\":"), std::string::npos);
   o.samples = 3;  // one more sample per point: only those are run
   litm::run(reader, o);
   EXPECT_EQ(reader.calls, 2 * 3 * 3);

@@ -14,6 +14,7 @@
 #include "io/json_fields.h"
 #include "text/corpus.h"
 #include "util/error.h"
+#include "util/hash.h"
 #include "util/plot.h"
 
 namespace longctx::litm {
@@ -87,9 +88,7 @@ std::vector<Passage> sotu_passages(int64_t words) {
 namespace {
 
 uint64_t setup_seed(uint64_t seed, const std::string& setup, int64_t size, int64_t gold, int64_t index) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : setup) h = (h ^ c) * 1099511628211ull;
-  return mix_seed(mix_seed(seed, h, uint64_t(size)), uint64_t(gold), uint64_t(index));
+  return mix_seed(mix_seed(seed, fnv1a(setup), uint64_t(size)), uint64_t(gold), uint64_t(index));
 }
 
 }  // namespace
@@ -232,16 +231,23 @@ RunSummary run(ruler::Completer& target, const RunOptions& o) {
       int64_t right = 0;
       for (auto& d : done) right += d.at("correct").get<bool>() ? 1 : 0;
       for (int64_t i = 0; i < o.samples; ++i) {
-        auto s = o.setup == "kv" ? kv_sample(n, gold, o.seed, i) : qa_sample(passages, n, gold, o.seed, i);
-        tokens += double(target.tokenizer().encode(s.prompt).size());
         ++prompts;
+        // A sample done earlier keeps its prompt's length in the file (files written before that
+        // field existed are re-tokenized once).
+        if (i < int64_t(done.size()) && done[size_t(i)].contains("prompt_tokens")) {
+          tokens += done[size_t(i)].at("prompt_tokens").get<double>();
+          continue;
+        }
+        auto s = o.setup == "kv" ? kv_sample(n, gold, o.seed, i) : qa_sample(passages, n, gold, o.seed, i);
+        const int64_t prompt_tokens = int64_t(target.tokenizer().encode(s.prompt).size());
+        tokens += double(prompt_tokens);
         if (i < int64_t(done.size())) continue;
         auto pred = target.complete(s.prompt, o.max_tokens);
         bool ok = correct(s, pred);
         right += ok ? 1 : 0;
         nlohmann::json j = {{"index", i},         {"size", n},         {"gold", gold},
                             {"input", s.prompt},  {"outputs", s.outputs}, {"prediction", pred},
-                            {"correct", ok}};
+                            {"correct", ok},      {"prompt_tokens", prompt_tokens}};
         out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
         out.flush();
         if (o.log) o.log(o.setup + " " + std::to_string(n) + " gold " + std::to_string(gold) + " sample " +

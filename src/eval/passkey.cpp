@@ -195,12 +195,6 @@ std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, con
 }
 
 namespace {
-std::string length_label(int64_t L) {
-  if (L >= 1048576 && L % 1048576 == 0) return std::to_string(L / 1048576) + "M";
-  if (L >= 1024 && L % 1024 == 0) return std::to_string(L / 1024) + "K";
-  return std::to_string(L);
-}
-
 // The distinct lengths and depths of a set of cells, sorted.
 void axes(const std::vector<PasskeyCell>& cells, std::vector<int64_t>& lengths, std::vector<double>& depths) {
   for (auto& c : cells) {

@@ -126,10 +126,6 @@ nlohmann::json read_summary(const std::string& dir, const char* what) {
     fail(path, ": not JSON (", e.what(), ")");
   }
 }
-std::string length_label(int64_t L) {
-  if (L % (1024 * 1024) == 0) return std::to_string(L / (1024 * 1024)) + "M";
-  return L % 1024 == 0 ? std::to_string(L / 1024) + "K" : std::to_string(L);
-}
 }  // namespace
 
 std::vector<RulerRow> ruler_rows(const std::vector<std::string>& dirs, const std::vector<std::string>& labels) {

@@ -14,6 +14,7 @@
 #include "io/fs.h"
 #include "text/corpus.h"
 #include "util/error.h"
+#include "util/hash.h"
 
 namespace longctx::ruler {
 
@@ -73,12 +74,6 @@ const TaskSpec& spec(const std::string& task) {
   std::string known;
   for (auto& t : kTasks) known += std::string(known.empty() ? "" : ", ") + t.name;
   fail("ruler: unknown task '", task, "' (the tasks: ", known, ")");
-}
-
-uint64_t task_hash(const std::string& s) {  // FNV-1a: stable names -> seeds
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
 }
 
 // The 40 evenly spaced depths of RULER: round(linspace(0, 100, 40)).
@@ -407,7 +402,7 @@ bool needs_qa(const std::string& task) { return std::string(spec(task).haystack)
 
 Sample build(const std::string& task, int64_t haystack, const Resources& r, uint64_t seed, int64_t index) {
   const auto& t = spec(task);
-  Rng rng(mix_seed(seed, task_hash(task), uint64_t(index)));
+  Rng rng(mix_seed(seed, fnv1a(task), uint64_t(index)));
   Built b;
   std::string h = t.haystack;
   if (h == "vt") b = build_vt(haystack, rng);

@@ -109,7 +109,7 @@ RunSummary run(Completer& target, const Resources& r, const RunOptions& o) {
 
   std::vector<std::string> rows = o.tasks, cols;
   rows.push_back("average");
-  for (int64_t L : o.lengths) cols.push_back(L % 1024 == 0 ? std::to_string(L / 1024) + "K" : std::to_string(L));
+  for (int64_t L : o.lengths) cols.push_back(length_label(L));
   std::vector<std::vector<double>> v;
   for (auto& t : o.tasks) {
     v.emplace_back();

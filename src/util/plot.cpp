@@ -8,6 +8,12 @@
 
 namespace longctx {
 
+std::string length_label(int64_t L) {
+  if (L >= 1048576 && L % 1048576 == 0) return std::to_string(L / 1048576) + "M";
+  if (L >= 1024 && L % 1024 == 0) return std::to_string(L / 1024) + "K";
+  return std::to_string(L);
+}
+
 static std::string esc(const std::string& s) {
   std::string o;
   for (char c : s) {

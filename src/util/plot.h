@@ -1,5 +1,6 @@
 // Minimal SVG line plots (loss curves, bits per byte against context): no dependencies.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,9 @@ struct PlotOptions {
   bool logx = false;
   int width = 720, height = 420;
 };
+
+// A token count as an axis or column label: 1M, 4K, 1536 (the binary units RULER's lengths use).
+std::string length_label(int64_t tokens);
 
 std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& o);
 
