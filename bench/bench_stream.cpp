@@ -9,6 +9,8 @@
 // A mixer named like the config's own (e.g. --config configs/megalodon-tiny.json --mixers
 // megalodon) keeps every field of the config's mixer; with an Activation Beacon config,
 // activation_beacon@N runs its beacons at ratio N (--model runs/beacon/train for trained weights).
+// With --model DIR, the model's own mixer runs with its trained weights and any other (the
+// full_attention reference) with random weights at the same shape.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,10 +30,13 @@ struct Row {
   int64_t rss, state, params;
 };
 
-Row run(const ModelConfig& c, const std::string& model_dir, int64_t len, int64_t chunk) {
+// With --model, the model's own mixer runs with its trained weights; another mixer (the full
+// attention reference beside a bounded model) runs at the same shape with random weights, which
+// does not change its speed or memory.
+Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int64_t len, int64_t chunk) {
   torch::manual_seed(0);
   CausalLM m{nullptr};
-  if (!model_dir.empty()) {
+  if (!model_dir.empty() && own_mixer) {
     std::string mixer = "model.mixer=" + c.mixer.dump();
     m = load_pretrained(model_dir, {mixer}).model;
   } else {
@@ -61,10 +66,18 @@ int main(int argc, char** argv) {
     base = ModelConfig::from_json(nlohmann::json::parse(read_file(model_dir + "/config.json"))["model"],
                                   model_dir + "/config.json");
   else base = RunConfig::from_file(bench::flag(argc, argv, "config", "configs/transformer-tiny.json")).model;
-  int64_t window = std::atoll(bench::flag(argc, argv, "window", "512").c_str());
+  // --window / --segment set the sliding window and Infini-attention segment; without them a
+  // config's own mixer keeps its own, and others use 512.
+  const std::string window_flag = bench::flag(argc, argv, "window", ""), segment_flag = bench::flag(argc, argv, "segment", "");
+  auto own_or = [&](const std::string& type, const char* field, const std::string& flag) -> int64_t {
+    if (!flag.empty()) return std::atoll(flag.c_str());
+    if (base.mixer_type() == type && base.mixer.contains(field)) return base.mixer[field].get<int64_t>();
+    return 512;
+  };
+  int64_t window = own_or("sliding_window", "window", window_flag);
   int64_t chunk = std::atoll(bench::flag(argc, argv, "chunk", "512").c_str());
   int64_t full_max = std::atoll(bench::flag(argc, argv, "full-max", "65536").c_str());
-  int64_t segment = std::atoll(bench::flag(argc, argv, "segment", "512").c_str());
+  int64_t segment = own_or("infini_attention", "segment", segment_flag);
   std::vector<std::string> mixers;
   {
     std::stringstream ms(bench::flag(argc, argv, "mixers", "infini_attention,sliding_window,full_attention"));
@@ -84,10 +97,14 @@ int main(int argc, char** argv) {
     ModelConfig c = base;
     std::string label = mixer;
     if (mixer == "sliding_window") {
-      c.mixer = {{"type", mixer}, {"window", window}};
+      c.mixer = mixer == base.mixer_type() ? base.mixer : nlohmann::json::object();  // its sinks and other fields too
+      c.mixer["type"] = mixer;
+      c.mixer["window"] = window;
       label += " (" + std::to_string(window) + ")";
     } else if (mixer == "infini_attention") {
-      c.mixer = {{"type", mixer}, {"segment", segment}};
+      c.mixer = mixer == base.mixer_type() ? base.mixer : nlohmann::json::object();  // its update rule and gates too
+      c.mixer["type"] = mixer;
+      c.mixer["segment"] = segment;
       label += " (segment " + std::to_string(segment) + ")";
     } else if (mixer.rfind("activation_beacon@", 0) == 0 && base.mixer_type() == "activation_beacon") {
       // The config's beacons at one ratio: activation_beacon@8.
@@ -123,7 +140,7 @@ int main(int argc, char** argv) {
       pid_t pid = fork();
       if (pid == 0) {
         close(fd[0]);
-        Row r = run(c, model_dir, len, chunk);
+        Row r = run(c, model_dir, c.mixer_type() == base.mixer_type(), len, chunk);
         if (write(fd[1], &r, sizeof r) != sizeof r) _exit(1);
         _exit(0);
       }
