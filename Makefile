@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix
+.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1
 
 all: build
 
@@ -94,3 +94,6 @@ clean:
 # the tables of docs/RESULTS.md (scripts/ruler_mix.sh says how). Resumes.
 recipe-ruler-mix: data build
 	LONGCTX=$(LONGCTX) BENCH=$(BUILD)/bench_stream ./scripts/ruler_mix.sh
+
+recipe-ruler-niah1: data build
+	LONGCTX=$(LONGCTX) ./scripts/ruler_niah1.sh

@@ -416,7 +416,9 @@ int main(int argc, char** argv) {
       }
       PlotOptions po;
       std::vector<Series> series;
+      int decimals = 4;
       if (!cmp_litm.empty()) {
+        decimals = 1;  // accuracy in percent
         series = litm_curves(split(cmp_litm), labels, cmp_size);
         po.xlabel = "gold position";
         po.ylabel = "accuracy (%)";
@@ -431,7 +433,7 @@ int main(int argc, char** argv) {
         po.logx = true;
       }
       po.title = cmp_title.empty() ? po.ylabel + " against " + po.xlabel : cmp_title;
-      std::printf("%s", markdown_table(series, po.xlabel).c_str());
+      std::printf("%s", markdown_table(series, po.xlabel, decimals).c_str());
       if (!cmp_out.empty()) {
         write_file_atomic(cmp_out, svg_line_plot(series, po));
         std::printf("wrote %s\n", cmp_out.c_str());

@@ -20,6 +20,7 @@ TEST(Report, RunCurvesPutTheMetricAgainstTrainingTokens) {
   EXPECT_EQ(s[0].points[0], std::make_pair(16000.0, 1.75));  // 20 steps x 800 tokens
   auto t = markdown_table(s, "tokens");
   EXPECT_NE(t.find("| 24000 | 1.5000 |"), std::string::npos) << t;
+  EXPECT_NE(markdown_table(s, "tokens", 1).find("| 24000 | 1.5 |"), std::string::npos);
   expect_error([&] { run_curves({d}, {}, "val_loss"); }, {"log.jsonl", "val_loss"});
   expect_error([&] { run_curves({d + "/nope"}, {}, "val_bpb"); }, {"nope", "config.json"});
 }

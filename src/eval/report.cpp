@@ -92,7 +92,7 @@ std::vector<Series> ppl_curves(const std::vector<std::string>& files, const std:
   return out;
 }
 
-std::string markdown_table(const std::vector<Series>& series, const std::string& xlabel) {
+std::string markdown_table(const std::vector<Series>& series, const std::string& xlabel, int decimals) {
   std::set<double> xs;
   for (auto& s : series)
     for (auto& p : s.points) xs.insert(p.first);
@@ -108,7 +108,7 @@ std::string markdown_table(const std::vector<Series>& series, const std::string&
     for (auto& s : series) {
       std::string cell;
       for (auto& p : s.points)
-        if (p.first == x) std::snprintf(buf, sizeof buf, "%.4f", p.second), cell = buf;
+        if (p.first == x) std::snprintf(buf, sizeof buf, "%.*f", decimals, p.second), cell = buf;
       t += " " + cell + " |";
     }
     t += "\n";

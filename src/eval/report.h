@@ -20,8 +20,9 @@ std::vector<Series> run_curves(const std::vector<std::string>& runs, const std::
 // document counts as its number of tokens).
 std::vector<Series> ppl_curves(const std::vector<std::string>& files, const std::vector<std::string>& labels);
 
-// Rows = the union of x values, one column per series (blank where a series has no point).
-std::string markdown_table(const std::vector<Series>& series, const std::string& xlabel);
+// Rows = the union of x values, one column per series (blank where a series has no point);
+// values with `decimals` digits after the point.
+std::string markdown_table(const std::vector<Series>& series, const std::string& xlabel, int decimals = 4);
 
 // RULER over several models: each folder holds a `longctx ruler` summary.json. One row per folder:
 // the per-length average (NaN where not run), the effective length; as a Markdown table (one
