@@ -37,3 +37,5 @@ fi
 for a in $ARMS; do
   [ -f "$OUT/$a/bench.txt" ] && echo "## bench_stream: $a" && grep -E "^\|" "$OUT/$a/bench.txt" || true
 done
+echo "## The needle answers' form (scripts/ruler_forms.py)"
+python3 "$(dirname "$0")/ruler_forms.py" "$OUT" "$(echo $ARMS | tr ' ' ',')" || true
