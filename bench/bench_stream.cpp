@@ -30,9 +30,7 @@ struct Row {
   int64_t rss, state, params;
 };
 
-// With --model, the model's own mixer runs with its trained weights; another mixer (the full
-// attention reference beside a bounded model) runs at the same shape with random weights, which
-// does not change its speed or memory.
+// own_mixer: load --model's trained weights (see the header); otherwise random weights.
 Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int64_t len, int64_t chunk) {
   torch::manual_seed(0);
   CausalLM m{nullptr};

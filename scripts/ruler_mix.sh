@@ -96,7 +96,7 @@ bench_one() {
   [ -f "$OUT/$arm/bench.txt" ] && return
   local lengths=16384,131072 mixers=$type
   # The ratio chosen by length at 128K (its state grows with L / ratio: 1M is in BENCHMARKS, issue 7).
-  [ "$arm" = beacon ] && mixers=activation_beacon@128 && lengths=16384,131072
+  [ "$arm" = beacon ] && mixers=activation_beacon@128
   [ "$arm" = full ] && lengths=16384
   [ "$arm" != full ] && mixers=$mixers,full_attention
   echo "[$arm] bench_stream $mixers at $lengths"
