@@ -18,9 +18,25 @@ using Acc = torch::TensorAccessor<double, 2>;
 
 double elu1(double x) { return x > 0 ? x + 1 : std::exp(x); }
 
+// DeltaNet's feature: SiLU, then unit L2 norm.
+std::vector<double> phi(Acc a, int64_t t, int64_t d) {
+  std::vector<double> r(d);
+  double n = 0;
+  for (int64_t i = 0; i < d; ++i) {
+    double x = a[t][i];
+    r[i] = x / (1 + std::exp(-x));
+    n += r[i] * r[i];
+  }
+  n = std::max(std::sqrt(n), 1e-6);
+  for (auto& e : r) e /= n;
+  return r;
+}
+
 // out[t] for one (batch, head): q, k, v are [T, d] before RoPE.
+// betas (deltanet only): [T] write strengths; defined selects DeltaNet's memory.
 torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t N,
-                             bool delta, double gate, double eps, double base) {
+                             bool delta, double gate, double eps, double base, torch::Tensor betas = {}) {
+  const bool dnet = betas.defined();
   const int64_t T = q.size(0), d = q.size(1);
   auto qa = q.accessor<double, 2>(), ka = k.accessor<double, 2>(), va = v.accessor<double, 2>();
   auto rope = [&](Acc a, int64_t t) {
@@ -53,7 +69,8 @@ torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, con
       for (auto& e : sc) sum += (e = std::exp(e - mx));
       std::vector<double> sq(d);
       double den = 0;
-      for (int64_t i = 0; i < d; ++i) den += (sq[i] = elu1(qa[t][i])) * z[i];
+      if (dnet) sq = phi(qa, t, d), den = 1.0;  // no normaliser
+      else for (int64_t i = 0; i < d; ++i) den += (sq[i] = elu1(qa[t][i])) * z[i];
       for (int64_t c = 0; c < d; ++c) {
         double local = 0, num = 0;
         for (int64_t j = s0; j <= t; ++j) local += sc[j - s0] / sum * va[j][c];
@@ -62,6 +79,18 @@ torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, con
       }
     }
     if (s1 - s0 < N) break;  // a partial segment is not folded into memory
+    if (dnet) {  // token by token: M += b_t k_t (v_t - k_t^T M)
+      for (int64_t t = s0; t < s1; ++t) {
+        auto kt = phi(ka, t, d);
+        double bt = betas[t].item<double>();
+        for (int64_t c = 0; c < d; ++c) {
+          double r = 0;
+          for (int64_t i = 0; i < d; ++i) r += kt[i] * M[i][c];
+          for (int64_t i = 0; i < d; ++i) M[i][c] += bt * kt[i] * (va[t][c] - r);
+        }
+      }
+      continue;
+    }
     auto M0 = M;
     auto z0 = z;
     for (int64_t t = s0; t < s1; ++t) {
@@ -87,19 +116,25 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
   auto k = torch::matmul(x, m.k_proj->weight.t()).view({B, T, H, d});
   auto v = torch::matmul(x, m.v_proj->weight.t()).view({B, T, H, d});
   auto y = torch::zeros({B, T, H, d}, torch::kFloat64);
+  const bool dnet = o.update == InfiniAttentionOptions::Update::deltanet;
+  torch::Tensor betas;
+  if (dnet) betas = torch::sigmoid(m.beta_proj(x).to(torch::kFloat64));  // [B,T,H]
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       double g = 1.0 / (1.0 + std::exp(-m.memory_gate[h].item<double>()));
       y.select(0, b).select(1, h).copy_(reference_head(q[b].select(1, h).contiguous(), k[b].select(1, h).contiguous(),
-                                                       v[b].select(1, h).contiguous(), o.segment, o.delta, g, o.eps,
-                                                       o.rope.base));
+                                                       v[b].select(1, h).contiguous(), o.segment,
+                                                       o.update == InfiniAttentionOptions::Update::delta, g, o.eps,
+                                                       o.rope.base, dnet ? betas[b].select(1, h).contiguous() : torch::Tensor()));
     }
   return torch::matmul(y.view({B, T, H * d}), m.o_proj->weight.t());
 }
 
-InfiniAttentionMixer make_mixer(int64_t segment, bool delta, torch::Dtype dt = torch::kFloat64) {
+using Update = InfiniAttentionOptions::Update;
+
+InfiniAttentionMixer make_mixer(int64_t segment, Update update, torch::Dtype dt = torch::kFloat64, int64_t chunk = 64) {
   InfiniAttentionOptions o;
-  o.d_model = 16, o.n_heads = 2, o.segment = segment, o.delta = delta;
+  o.d_model = 16, o.n_heads = 2, o.segment = segment, o.update = update, o.chunk = chunk;
   o.rope.dim = 8;
   InfiniAttentionMixer m(o);
   torch::NoGradGuard ng;
@@ -114,7 +149,7 @@ TEST(InfiniAttention, MatchesFloat64PlainLoopReferenceForBothUpdateRules) {
   torch::NoGradGuard ng;
   torch::manual_seed(3);
   for (bool delta : {true, false}) {
-    auto m = make_mixer(7, delta);
+    auto m = make_mixer(7, delta ? Update::delta : Update::linear);
     auto x = torch::randn({2, 40, 16}, torch::kFloat64);  // 5 full segments and a partial one
     State s;
     StepContext ctx;
@@ -122,7 +157,7 @@ TEST(InfiniAttention, MatchesFloat64PlainLoopReferenceForBothUpdateRules) {
     auto ref = reference(m, x);
     EXPECT_LT(max_abs_diff(y, ref), 1e-10) << (delta ? "delta" : "linear");
     // Float32 compute (memory in float32) within float tolerance of the float64 reference.
-    auto m32 = make_mixer(7, delta);
+    auto m32 = make_mixer(7, delta ? Update::delta : Update::linear);
     {
       auto src = m.named_parameters();
       for (auto& p : m32.named_parameters()) p.value().copy_(src[p.key()]);
@@ -175,7 +210,7 @@ TEST(InfiniAttention, MemoryReadAndBothUpdatesMatchPlainLoops) {
 
 TEST(InfiniAttention, GateGradientIsNonZeroAndGatesAreLogged) {
   torch::manual_seed(5);
-  auto m = make_mixer(5, true, torch::kFloat32);
+  auto m = make_mixer(5, Update::delta, torch::kFloat32);
   auto x = torch::randn({2, 23, 16});
   State s;
   StepContext ctx;
@@ -190,7 +225,7 @@ TEST(InfiniAttention, GateGradientIsNonZeroAndGatesAreLogged) {
 TEST(InfiniAttention, BackPropagatesThroughMemoryAcrossSegmentsUnlessDetached) {
   torch::manual_seed(6);
   for (int64_t detach : {0, 1}) {
-    auto m = make_mixer(4, true, torch::kFloat32);
+    auto m = make_mixer(4, Update::delta, torch::kFloat32);
     InfiniAttentionOptions o = m.options();
     o.detach_every = detach;
     InfiniAttentionMixer md(o);
@@ -240,7 +275,7 @@ TEST(InfiniAttention, MemoryAblationLeavesTheGatedLocalAttentionOfEachSegment) {
   // segment, where memory is empty anyway, is unchanged.
   torch::NoGradGuard ng;
   torch::manual_seed(12);
-  auto m = make_mixer(6, true);
+  auto m = make_mixer(6, Update::delta);
   InfiniAttentionOptions o = m.options();
   o.read_memory = false;
   InfiniAttentionMixer ablated(o);
@@ -293,4 +328,204 @@ TEST(InfiniAttention, GatesGetTheirOwnOptimizerGroupWithoutWeightDecay) {
       EXPECT_EQ(g.lr_scale, 30.0);
     }
   EXPECT_TRUE(found);
+}
+
+// ---- DeltaNet's memory ("update": "deltanet"; ../shared/RETRIEVAL.md section 2) ----
+
+namespace {
+
+// The delta rule token by token in float64 plain loops: M += b_t k_t (v_t - k_t^T M).
+torch::Tensor deltanet_loops(const torch::Tensor& M0, const torch::Tensor& k, const torch::Tensor& v,
+                             const torch::Tensor& beta) {
+  auto M = M0.to(torch::kFloat64).clone().contiguous();
+  auto kk = k.to(torch::kFloat64).contiguous(), vv = v.to(torch::kFloat64).contiguous();
+  auto bb = beta.to(torch::kFloat64).contiguous();
+  const int64_t B = k.size(0), H = k.size(1), T = k.size(2), dk = k.size(3), dv = v.size(3);
+  auto Ma = M.accessor<double, 4>();
+  auto ka = kk.accessor<double, 4>(), va = vv.accessor<double, 4>();
+  auto ba = bb.accessor<double, 3>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < dv; ++c) {
+          double r = 0;
+          for (int64_t i = 0; i < dk; ++i) r += ka[b][h][t][i] * Ma[b][h][i][c];
+          for (int64_t i = 0; i < dk; ++i) Ma[b][h][i][c] += ba[b][h][t] * ka[b][h][t][i] * (va[b][h][t][c] - r);
+        }
+  return M;
+}
+
+}  // namespace
+
+TEST(DeltaNet, ChunkedUpdateMatchesFloat64TokenRecurrenceForEveryChunkSize) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(21);
+  const int64_t B = 2, H = 3, T = 37, dk = 6, dv = 5;
+  auto k = deltanet_feature(torch::randn({B, H, T, dk}, torch::kFloat64));
+  auto v = torch::randn({B, H, T, dv}, torch::kFloat64);
+  auto beta = torch::rand({B, H, T}, torch::kFloat64);
+  for (bool incoming : {false, true}) {
+    auto M0 = incoming ? torch::randn({B, H, dk, dv}, torch::kFloat64) : torch::zeros({B, H, dk, dv}, torch::kFloat64);
+    auto ref = deltanet_loops(M0, k, v, beta);
+    for (int64_t chunk : {1, 4, 7, 16, 37, 64}) {
+      auto m64 = deltanet_memory_update(M0, k, v, beta, chunk);
+      EXPECT_LT(max_abs_diff(m64, ref), 1e-12) << "chunk " << chunk << " incoming " << incoming;
+      auto m32 = deltanet_memory_update(M0.to(torch::kFloat32), k.to(torch::kFloat32), v.to(torch::kFloat32),
+                                        beta.to(torch::kFloat32), chunk);
+      EXPECT_EQ(m32.scalar_type(), torch::kFloat32);
+      EXPECT_LT(max_abs_diff(m32, ref), 1e-5) << "float32, chunk " << chunk << " incoming " << incoming;
+    }
+  }
+  // The feature: unit rows, SiLU before the norm.
+  auto x = torch::randn({4, 9}, torch::kFloat64);
+  auto f = deltanet_feature(x);
+  EXPECT_LT(max_abs_diff(f.norm(2, -1), torch::ones({4}, torch::kFloat64)), 1e-12);
+  EXPECT_LT(max_abs_diff(f * torch::silu(x).norm(2, -1, true), torch::silu(x)), 1e-12);
+}
+
+TEST(DeltaNet, MixerMatchesFloat64PlainLoopReferenceWithoutNormaliser) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(22);
+  for (int64_t chunk : {3, 64}) {
+    auto m = make_mixer(7, Update::deltanet, torch::kFloat64, chunk);
+    auto x = torch::randn({2, 40, 16}, torch::kFloat64);  // 5 full segments and a partial one
+    State s;
+    StepContext ctx;
+    std::vector<std::map<std::string, torch::Tensor>> rec;
+    ctx.record = &rec;
+    auto y = m.forward(x, s, ctx);
+    EXPECT_LT(max_abs_diff(y, reference(m, x)), 1e-10) << "chunk " << chunk;
+    EXPECT_FALSE(s.has("z")) << "no normaliser in the state";
+    ASSERT_EQ(rec.size(), 1u);
+    EXPECT_EQ(rec[0]["beta"].sizes(), (std::vector<int64_t>{2, 2, 40}));
+    EXPECT_LT(max_abs_diff(rec[0]["beta"], torch::sigmoid(m.beta_proj(x)).transpose(1, 2)), 1e-12);
+    // Float32 compute, float32 memory.
+    auto m32 = make_mixer(7, Update::deltanet, torch::kFloat64, chunk);
+    {
+      auto src = m.named_parameters();
+      for (auto& p : m32.named_parameters()) p.value().copy_(src[p.key()]);
+    }
+    m32.to(torch::kFloat32);
+    State s32;
+    StepContext c32;
+    auto y32 = m32.forward(x.to(torch::kFloat32), s32, c32);
+    EXPECT_LT(max_abs_diff(y32, reference(m, x)), 1e-4);
+    EXPECT_EQ(s32.at("M").scalar_type(), torch::kFloat32);
+  }
+}
+
+TEST(DeltaNet, GradientsMatchCentralFiniteDifferences) {
+  torch::manual_seed(23);
+  // The update alone, through the feature map and the sigmoid: every input.
+  const int64_t H = 2, T = 9, dk = 4, dv = 3;
+  auto kraw = torch::randn({1, H, T, dk}, torch::kFloat64).requires_grad_(true);
+  auto v = torch::randn({1, H, T, dv}, torch::kFloat64).requires_grad_(true);
+  auto braw = torch::randn({1, H, T}, torch::kFloat64).requires_grad_(true);
+  auto M0 = torch::randn({1, H, dk, dv}, torch::kFloat64).requires_grad_(true);
+  auto R = torch::randn({1, H, dk, dv}, torch::kFloat64);
+  auto loss = [&] {
+    return (deltanet_memory_update(M0, deltanet_feature(kraw), v, torch::sigmoid(braw), 4) * R).sum();
+  };
+  loss().backward();
+  for (auto* p : {&kraw, &v, &braw, &M0}) {
+    auto g = p->grad().clone();
+    auto flat = p->detach().view({-1});
+    auto gf = g.view({-1});
+    torch::NoGradGuard ng;
+    for (int64_t i = 0; i < flat.numel(); ++i) {
+      double x0 = flat[i].item<double>(), h = 1e-6;
+      flat[i] = x0 + h;
+      double lp = loss().item<double>();
+      flat[i] = x0 - h;
+      double lm = loss().item<double>();
+      flat[i] = x0;
+      double fd = (lp - lm) / (2 * h);
+      EXPECT_NEAR(gf[i].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd)));
+    }
+  }
+  // The whole mixer, segments of 5 over 17 tokens (three memory updates): sampled entries of every
+  // parameter, the write-strength projection and the gate included.
+  auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2);
+  auto x = torch::randn({1, 17, 16}, torch::kFloat64);
+  auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
+  auto mloss = [&] {
+    State s;
+    StepContext ctx;
+    return (m.forward(x, s, ctx) * Ry).sum();
+  };
+  m.zero_grad();
+  mloss().backward();
+  for (auto& item : m.named_parameters()) {
+    auto flat = item.value().detach().view({-1});
+    auto gf = item.value().grad().view({-1});
+    torch::NoGradGuard ng;
+    for (int64_t i = 0; i < flat.numel(); i += std::max<int64_t>(1, flat.numel() / 7)) {
+      double x0 = flat[i].item<double>(), h = 1e-6;
+      flat[i] = x0 + h;
+      double lp = mloss().item<double>();
+      flat[i] = x0 - h;
+      double lm = mloss().item<double>();
+      flat[i] = x0;
+      double fd = (lp - lm) / (2 * h);
+      EXPECT_NEAR(gf[i].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd))) << item.key() << "[" << i << "]";
+    }
+  }
+}
+
+TEST(DeltaNet, KeyWrittenOnceSurvivesAMillionPeriodicOrthogonalFillerKeys) {
+  // One association (k0 -> v0), then 10^6 filler tokens whose keys repeat with period 61 and lie
+  // in the subspace orthogonal to k0: each update (I - b k k^T) leaves k0's direction alone, so the
+  // read k0^T M is unchanged, and the state's norm settles instead of growing.
+  torch::NoGradGuard ng;
+  torch::manual_seed(24);
+  const int64_t dk = 16, dv = 16, P = 61, chunk = 64, block = 61 * 64 * 4;  // tokens per call
+  auto k0 = torch::zeros({1, 1, 1, dk});
+  k0[0][0][0][0] = 1;
+  auto v0 = torch::randn({1, 1, 1, dv});
+  auto M = deltanet_memory_update(torch::zeros({1, 1, dk, dv}), k0, v0, torch::full({1, 1, 1}, 0.9), chunk);
+  auto read0 = torch::matmul(k0, M).clone();
+  EXPECT_LT(max_abs_diff(read0, 0.9 * v0), 1e-6);
+  auto fk = torch::randn({1, 1, P, dk});
+  fk.select(3, 0).zero_();  // orthogonal to k0
+  fk = fk / fk.norm(2, -1, true);
+  auto fv = torch::randn({1, 1, P, dv});
+  auto fb = torch::rand({1, 1, P}) * 0.98 + 0.01;
+  const int64_t reps = block / P;
+  auto K = fk.repeat({1, 1, reps, 1}), V = fv.repeat({1, 1, reps, 1}), Bt = fb.repeat({1, 1, reps});
+  std::vector<double> norms;
+  int64_t seen = 0;
+  while (seen < 1000000) {
+    M = deltanet_memory_update(M, K, V, Bt, chunk);
+    seen += block;
+    norms.push_back(M.norm().item<double>());
+  }
+  EXPECT_GE(seen, 1000000);
+  EXPECT_LT(max_abs_diff(torch::matmul(k0, M), read0), 1e-5) << "the read of the written key after " << seen << " tokens";
+  EXPECT_TRUE(std::isfinite(norms.back()));
+  // Bounded: the norm after 10^6 tokens is within 1% of its value after the first block.
+  EXPECT_LT(norms.back(), 1.01 * norms.front()) << "state norm grows: " << norms.front() << " -> " << norms.back();
+  // A key not orthogonal to the filler is overwritten: the test can fail.
+  auto k1 = fk.narrow(2, 0, 1).clone();
+  auto M1 = deltanet_memory_update(torch::zeros({1, 1, dk, dv}), k1, v0, torch::full({1, 1, 1}, 0.9), chunk);
+  M1 = deltanet_memory_update(M1, K.narrow(2, 0, 61 * 64), V.narrow(2, 0, 61 * 64), Bt.narrow(2, 0, 61 * 64), chunk);
+  EXPECT_GT(max_abs_diff(torch::matmul(k1, M1), 0.9 * v0), 0.05);
+}
+
+TEST(DeltaNet, WriteStrengthLearnsAndConfigNamesTheRule) {
+  torch::manual_seed(25);
+  auto m = make_mixer(5, Update::deltanet, torch::kFloat32);
+  auto x = torch::randn({2, 23, 16});
+  State s;
+  StepContext ctx;
+  m.forward(x, s, ctx).pow(2).mean().backward();
+  ASSERT_TRUE(m.beta_proj->weight.grad().defined());
+  EXPECT_GT(m.beta_proj->weight.grad().abs().sum().item<double>(), 0);
+  EXPECT_GT(m.memory_gate.grad().abs().min().item<double>(), 0);
+  Fields f(nlohmann::json::parse(R"({"update": "deltanet", "chunk": 32})"), "cfg.json", "model.mixer");
+  auto o = InfiniAttentionOptions::parse(f, 16, 2, RopeOptions{});
+  EXPECT_EQ(o.update, Update::deltanet);
+  EXPECT_EQ(o.chunk, 32);
+  ModelConfig c;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "update": "deltanet", "chunk": 0})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "chunk"});
 }

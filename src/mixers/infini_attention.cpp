@@ -15,8 +15,11 @@ InfiniAttentionOptions InfiniAttentionOptions::parse(Fields& f, int64_t d_model,
   o.segment = f.get<int64_t>("segment", o.segment);
   f.check(o.segment > 0, "segment", o.segment, "must be > 0");
   auto rule = f.get<std::string>("update", "delta");
-  f.check(rule == "delta" || rule == "linear", "update", rule, "must be \"delta\" or \"linear\"");
-  o.delta = rule == "delta";
+  f.check(rule == "delta" || rule == "linear" || rule == "deltanet", "update", rule,
+          "must be \"delta\", \"linear\" or \"deltanet\"");
+  o.update = rule == "delta" ? Update::delta : rule == "linear" ? Update::linear : Update::deltanet;
+  o.chunk = f.get<int64_t>("chunk", o.chunk);
+  f.check(o.chunk > 0, "chunk", o.chunk, "must be > 0 (tokens per chunk of the DeltaNet update)");
   o.detach_every = f.get<int64_t>("detach_every", 0);
   f.check(o.detach_every >= 0, "detach_every", o.detach_every, "must be >= 0 (0 = never)");
   o.gate_init = f.get<double>("gate_init", o.gate_init);
@@ -32,6 +35,11 @@ InfiniAttentionMixer::InfiniAttentionMixer(InfiniAttentionOptions o) : o_(o), ro
   dh_ = o_.d_model / o_.n_heads;
   register_qkvo(*this, o_.d_model, o_.d_model, o_.d_model, q_proj, k_proj, v_proj, o_proj);
   memory_gate = register_parameter("memory_gate", torch::full({o_.n_heads}, o_.gate_init));
+  if (o_.update == InfiniAttentionOptions::Update::deltanet) {
+    beta_proj = register_module("beta_proj", torch::nn::Linear(torch::nn::LinearOptions(o_.d_model, o_.n_heads)));
+    torch::NoGradGuard ng;
+    beta_proj->bias.zero_();  // write strength 0.5 at the start
+  }
 }
 
 std::map<std::string, std::vector<double>> InfiniAttentionMixer::diagnostics() const {
@@ -53,7 +61,32 @@ void infini_memory_update(torch::Tensor& M, torch::Tensor& z, const torch::Tenso
   z = z + sk.sum(2);
 }
 
-torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state, StepContext&) {
+torch::Tensor deltanet_feature(const torch::Tensor& x) {
+  namespace F = torch::nn::functional;
+  return F::normalize(torch::silu(x), F::NormalizeFuncOptions().p(2).dim(-1).eps(1e-6));
+}
+
+torch::Tensor deltanet_memory_update(const torch::Tensor& M0, const torch::Tensor& k, const torch::Tensor& v,
+                                     const torch::Tensor& beta, int64_t chunk) {
+  LCX_CHECK(chunk > 0, "deltanet_memory_update: chunk ", chunk, " must be > 0");
+  const int64_t T = k.size(2), dk = k.size(3), dv = v.size(3);
+  auto M = M0;
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    const int64_t C = std::min(chunk, T - c0);
+    auto kc = k.narrow(2, c0, C), vc = v.narrow(2, c0, C);
+    auto bc = beta.narrow(2, c0, C).unsqueeze(-1);  // [B,H,C,1]
+    auto bk = bc * kc;
+    // A_ij = b_i k_i.k_j below the diagonal; the solve takes I + A (unit diagonal implied).
+    auto A = torch::matmul(bk, kc.transpose(-2, -1)).tril(-1);
+    auto X = torch::linalg_solve_triangular(A, torch::cat({bk, bc * vc}, -1), /*upper=*/false, /*left=*/true,
+                                            /*unitriangular=*/true);
+    auto W = X.narrow(-1, 0, dk), U = X.narrow(-1, dk, dv);
+    M = M + torch::matmul(kc.transpose(-2, -1), U - torch::matmul(W, M));
+  }
+  return M;
+}
+
+torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
   const int64_t B = x.size(0), T = x.size(1), H = o_.n_heads, N = o_.segment, d = dh_;
   const auto dt = x.scalar_type();
   const auto mdt = dt == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;  // memory dtype
@@ -70,21 +103,34 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   auto rot = rope_.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({H, H}, 2);
   auto qr = rot[0].transpose(1, 2), kr = rot[1].transpose(1, 2);  // [B,H,T,d], local attention
   auto raw = parts[0].split_with_sizes({H, H}, 2);                 // memory: before RoPE
-  auto sq = (torch::elu(raw[0].to(mdt)) + 1).transpose(1, 2);
-  auto sk = (torch::elu(raw[1].to(mdt)) + 1).transpose(1, 2);
+  const bool dnet = o_.update == InfiniAttentionOptions::Update::deltanet;
+  torch::Tensor sq, sk, wb;  // features; deltanet's write strengths [B,H,T,1]
+  if (dnet) {
+    sq = deltanet_feature(raw[0].to(mdt)).transpose(1, 2);
+    sk = deltanet_feature(raw[1].to(mdt)).transpose(1, 2);
+    wb = torch::sigmoid(beta_proj(x).to(mdt)).transpose(1, 2).unsqueeze(-1);
+    if (ctx.record) ctx.record->push_back({{"beta", wb.squeeze(-1).detach()}});
+  } else {
+    sq = (torch::elu(raw[0].to(mdt)) + 1).transpose(1, 2);
+    sk = (torch::elu(raw[1].to(mdt)) + 1).transpose(1, 2);
+  }
   auto v = parts[1].transpose(1, 2);
 
   if (!state.has("M")) {
     state.set("M", torch::zeros({B, H, d, d}, x.options().dtype(mdt)));
-    state.set("z", torch::zeros({B, H, d}, x.options().dtype(mdt)));
+    if (!dnet) state.set("z", torch::zeros({B, H, d}, x.options().dtype(mdt)));
   }
-  auto M = state.at("M"), z = state.at("z");
+  auto M = state.at("M");
+  auto z = dnet ? torch::Tensor() : state.at("z");
   LCX_CHECK(M.size(0) == B, "infini_attention: state has batch ", M.size(0), ", input has ", B);
 
   // The partial segment (SegmentBuffer: fixed buffers without autograd, exact tensors with it).
   const bool graph = torch::GradMode::is_enabled();
-  SegmentBuffer held(state, {"k", "v", "sk"}, N);
-  held.reserve({kr, v, sk}, fill);
+  std::vector<std::string> names = {"k", "v", "sk"};
+  std::vector<torch::Tensor> per_token = {kr, v, sk};
+  if (dnet) names.push_back("b"), per_token.push_back(wb);
+  SegmentBuffer held(state, names, N);
+  held.reserve(per_token, fill);
 
   const double scale = 1.0 / std::sqrt(double(d));
   auto gate = torch::sigmoid(memory_gate).to(dt).view({1, H, 1, 1});
@@ -92,7 +138,9 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   int64_t updates = pos0 / N;
   for (int64_t t = 0; t < T;) {
     const int64_t len = std::min(N - fill, T - t);
-    auto seg = held.extend(fill, {kr.narrow(2, t, len), v.narrow(2, t, len), sk.narrow(2, t, len)});
+    std::vector<torch::Tensor> pieces;
+    for (auto& p : per_token) pieces.push_back(p.narrow(2, t, len));
+    auto seg = held.extend(fill, pieces);
     // Local causal attention: the query at segment offset fill+i sees keys 0..fill+i.
     auto scores = torch::matmul(qr.narrow(2, t, len), seg[0].transpose(-2, -1)) * scale;
     if (len > 1) {
@@ -102,24 +150,25 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
     }
     auto a_dot = torch::matmul(torch::softmax(scores, -1), seg[1]);
     if (o_.read_memory) {
-      auto a_mem = infini_memory_read(sq.narrow(2, t, len), M, z, o_.eps).to(dt);
+      auto a_mem = (dnet ? torch::matmul(sq.narrow(2, t, len), M) : infini_memory_read(sq.narrow(2, t, len), M, z, o_.eps)).to(dt);
       outs.push_back(gate * a_mem + (1 - gate) * a_dot);
     } else {
       outs.push_back((1 - gate) * a_dot);
     }
     if (fill + len == N) {  // segment complete: fold it into memory
-      infini_memory_update(M, z, seg[2], seg[1].to(mdt), o_.delta, o_.eps);
+      if (dnet) M = deltanet_memory_update(M, seg[2], seg[1].to(mdt), seg[3].squeeze(-1), o_.chunk);
+      else infini_memory_update(M, z, seg[2], seg[1].to(mdt), o_.update == InfiniAttentionOptions::Update::delta, o_.eps);
       ++updates;
       if (graph && o_.detach_every > 0 && updates % o_.detach_every == 0) {
         M = M.detach();
-        z = z.detach();
+        if (z.defined()) z = z.detach();
       }
     }
     fill = held.advance(fill, len, seg);
     t += len;
   }
   state.set("M", M);
-  state.set("z", z);
+  if (z.defined()) state.set("z", z);
   state.set_counter("fill", fill);
   state.set_counter("pos", pos0 + T);
   auto y = (outs.size() == 1 ? outs[0] : torch::cat(outs, 2)).transpose(1, 2).reshape({B, T, H * d});

@@ -8,6 +8,17 @@
 //   z_s = z_{s-1} + sum_t sigma(K_t)
 //   A = sigmoid(beta_h) A_mem + (1 - sigmoid(beta_h)) A_dot,  beta: one learned scalar per head
 //
+// "deltanet" replaces the memory by DeltaNet's (Yang et al. 2024; ../shared/RETRIEVAL.md section 2):
+//   phi(x) = SiLU(x) / ||SiLU(x)||_2 on the pre-RoPE queries and keys (unit norm, per head)
+//   b_t = sigmoid(x_t W_b + c) per head and token (the write strength, in (0, 1))
+//   A_mem = phi(Q) M_{s-1}                                    no normaliser, no z
+//   M_t = M_{t-1} + b_t phi(k_t) (v_t - phi(k_t)^T M_{t-1})   token by token over the segment,
+// computed per chunk of C tokens exactly with the UT/WY form (one unit-triangular solve per chunk):
+//   [W | U] = (I + strictLower(diag(b) K K^T))^-1 diag(b) [K | V],  M <- M + K^T (U - W M).
+// With ||k|| = 1 and b < 1 each step is a contraction on M, and a direction orthogonal to every
+// later key is never overwritten: a key written once survives any amount of filler written in
+// other directions. The state is M alone (plus the partial segment's k, v, phi(k), b).
+//
 // M and z are kept in float32 (float64 when the compute dtype is float64). Before the first
 // segment completes, M = z = 0 and the ratio 0/0 reads as 0 (denominator clamped at eps).
 // The state is M [B,H,dk,dv], z [B,H,dk] and the current partial segment's keys and values:
@@ -24,7 +35,9 @@ namespace longctx {
 struct InfiniAttentionOptions {
   int64_t d_model = 256, n_heads = 4;
   int64_t segment = 2048;     // N: tokens per segment
-  bool delta = true;          // update rule: "delta" (true) or "linear"
+  enum class Update { linear, delta, deltanet };
+  Update update = Update::delta;  // "delta" (the paper's), "linear", "deltanet" (no normaliser)
+  int64_t chunk = 64;         // deltanet: tokens per UT/WY chunk of the memory update
   int64_t detach_every = 0;   // training: detach M, z after every k-th update (0 = never)
   double gate_init = 0.0;     // beta at initialisation (sigmoid 0.5)
   double eps = 1e-6;          // denominator guard
@@ -44,6 +57,7 @@ class InfiniAttentionMixer : public Mixer {
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   torch::Tensor memory_gate;  // beta [H]
+  torch::nn::Linear beta_proj{nullptr};  // deltanet only: D -> H write strengths (with bias)
 
  private:
   InfiniAttentionOptions o_;
@@ -56,5 +70,11 @@ class InfiniAttentionMixer : public Mixer {
 torch::Tensor infini_memory_read(const torch::Tensor& sq, const torch::Tensor& M, const torch::Tensor& z, double eps);
 void infini_memory_update(torch::Tensor& M, torch::Tensor& z, const torch::Tensor& sk, const torch::Tensor& v,
                           bool delta, double eps);
+// DeltaNet's exact update over T tokens in chunks of `chunk`: k [B,H,T,dk] (unit rows), v [B,H,T,dv],
+// beta [B,H,T] in (0, 1), M [B,H,dk,dv]; returns the new M (differentiable).
+torch::Tensor deltanet_memory_update(const torch::Tensor& M, const torch::Tensor& k, const torch::Tensor& v,
+                                     const torch::Tensor& beta, int64_t chunk);
+// phi: SiLU then L2 normalisation over the last dimension (the DeltaNet feature map).
+torch::Tensor deltanet_feature(const torch::Tensor& x);
 
 }  // namespace longctx

@@ -30,6 +30,9 @@ struct StepContext {
   int64_t expected_tokens = 0;
   // Tensors one layer hands to the next within the call (e.g. a mechanism's side stream).
   std::map<std::string, torch::Tensor> carry;
+  // When set, mixers that have per-token values worth inspecting (Infini-attention's DeltaNet
+  // write strengths) append one map of detached tensors per call, in layer order.
+  std::vector<std::map<std::string, torch::Tensor>>* record = nullptr;
 };
 
 // The layer around a mixer, for mechanisms that pass rows of their own through the whole layer

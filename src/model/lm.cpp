@@ -108,6 +108,7 @@ torch::Tensor CausalLMImpl::hidden(const torch::Tensor& tokens, ModelState& stat
   ctx.training = training;
   ctx.hand_on = state.hand_on;
   ctx.expected_tokens = state.expected_tokens;
+  ctx.record = state.record;
   auto h = model->embed_tokens(tokens);
   for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->forward(h, state.layers[i], ctx);
   state.tokens += tokens.size(1);

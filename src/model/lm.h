@@ -22,6 +22,9 @@ struct ModelState {
   bool hand_on = true;
   // The whole stream's length when the caller knows it (an evaluation document), else 0.
   int64_t expected_tokens = 0;
+  // When set, mixers append per-token values worth inspecting here (StepContext::record); a
+  // request of the caller's, not state: clone() and save leave it out.
+  std::vector<std::map<std::string, torch::Tensor>>* record = nullptr;
   int64_t bytes() const;
   void detach_();
   ModelState clone() const;
