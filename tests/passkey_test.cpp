@@ -196,3 +196,86 @@ TEST(Passkey, PackedRowsHoldSeveralPromptsEachWithItsWeightedAnswer) {
     EXPECT_GE(asks, 4) << "2048-token rows of prompts of at most 400 tokens";
   }
 }
+
+TEST(Passkey, BoundaryRowsPutTheAnswerOrTheKeyNextToASegmentEdge) {
+  ByteTokenizer tok;
+  TokenStream text = letters();
+  DataConfig d;
+  d.seq_len = 1024;
+  d.passkey.fraction = 1.0;
+  d.passkey.min_length = 300;
+  d.passkey.max_length = 1000;
+  d.passkey.boundary_fraction = 1.0;
+  d.passkey.boundary_period = 128;
+  TrainBatches tb(d, text, tok, 8, 5);
+  int on_answer = 0, on_key = 0;
+  auto near = [](int64_t at) {
+    int64_t r = at % 128;
+    return std::min(r, 128 - r) <= 4;
+  };
+  for (int64_t step = 0; step < 6; ++step) {
+    auto b = tb.get(step, 0);
+    for (int64_t r = 0; r < 8; ++r) {
+      std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 1024);
+      std::string s = tok.decode(row);
+      auto at = s.find(PasskeyText::ask);
+      ASSERT_NE(at, std::string::npos);
+      int64_t ans0 = int64_t(at + std::string(PasskeyText::ask).size());
+      int64_t key0 = int64_t(s.find("The pass key is ") + 16);
+      ASSERT_TRUE(near(ans0) || near(key0)) << "answer at " << ans0 << ", key at " << key0;
+      on_answer += near(ans0), on_key += near(key0);
+    }
+  }
+  // Both kinds occur (half each in expectation; 48 rows).
+  EXPECT_GE(on_answer, 10);
+  EXPECT_GE(on_key, 10);
+  // Without the option, rows rarely land there: the test can fail.
+  d.passkey.boundary_fraction = 0;
+  TrainBatches plain(d, text, tok, 8, 5);
+  int both = 0;
+  for (int64_t step = 0; step < 6; ++step) {
+    auto b = plain.get(step, 0);
+    for (int64_t r = 0; r < 8; ++r) {
+      std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 1024);
+      std::string s = tok.decode(row);
+      int64_t ans0 = int64_t(s.find(PasskeyText::ask) + std::string(PasskeyText::ask).size());
+      int64_t key0 = int64_t(s.find("The pass key is ") + 16);
+      both += near(ans0) || near(key0);
+    }
+  }
+  EXPECT_LT(both, 30);
+}
+
+TEST(Passkey, DistinctDigitKeysHaveNoRepeatedDigitAndNoLeadingZero) {
+  std::mt19937_64 rng(3);
+  std::set<int64_t> seen;
+  for (int i = 0; i < 2000; ++i) {
+    int64_t k = distinct_digit_key(rng, 5);
+    ASSERT_GE(k, 10000);
+    ASSERT_LE(k, 99999);
+    auto s = std::to_string(k);
+    EXPECT_EQ(std::set<char>(s.begin(), s.end()).size(), 5u) << k;
+    seen.insert(k);
+  }
+  EXPECT_GT(seen.size(), 1800u) << "keys spread over the 27,216 candidates";
+  ByteTokenizer tok;
+  TokenStream text = letters();
+  DataConfig d;
+  d.seq_len = 512;
+  d.passkey.fraction = 1.0;
+  d.passkey.min_length = 120;
+  d.passkey.max_length = 500;
+  d.passkey.distinct_digits = 1.0;
+  TrainBatches tb(d, text, tok, 8, 7);
+  auto b = tb.get(0, 0);
+  for (int64_t r = 0; r < 8; ++r) {
+    std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 512);
+    std::string s = tok.decode(row);
+    auto k = std::to_string(first_integer(s.substr(s.find("The pass key is "))));
+    EXPECT_EQ(std::set<char>(k.begin(), k.end()).size(), 5u) << k;
+  }
+  // A key range that is not every n-digit number is refused by name.
+  auto j = nlohmann::json::parse(R"({"model": {}, "data": {"seq_len": 512, "passkey": {"fraction": 1,
+      "min_length": 100, "max_length": 400, "key_min": 100, "key_max": 999999, "distinct_digits": 0.5}}})");
+  expect_error([&] { RunConfig::from_json(j, "run.json"); }, {"run.json", "distinct_digits"});
+}

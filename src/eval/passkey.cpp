@@ -54,6 +54,57 @@ bool finished(const std::string& s) {
 
 }  // namespace
 
+nlohmann::json PasskeyProbe::to_json() const {
+  nlohmann::json j = {{"memory_norm", memory_norm}};
+  if (!beta_key.empty()) j["beta_key"] = beta_key, j["beta_filler"] = beta_filler;
+  return j;
+}
+
+PasskeyProbe passkey_probe(CausalLM& model, const Tokenizer& tok, int64_t length, double depth, int64_t key,
+                           int64_t chunk) {
+  torch::NoGradGuard ng;
+  const bool was_training = model->is_training();
+  model->eval();
+  PasskeyBuilder pk(tok);
+  auto p = pk.make(length, depth, key);
+  const int64_t key0 = int64_t(p.head.size()) + p.n_prefix + p.key_begin;
+  const int64_t key1 = int64_t(p.head.size()) + p.n_prefix + p.key_end;
+  const int64_t info0 = int64_t(p.head.size()) + p.n_prefix, info1 = info0 + int64_t(p.info.size());
+  const int64_t noise0 = int64_t(p.head.size()), noise1 = info1 + p.n_suffix;
+  auto st = model->new_state();
+  std::vector<std::map<std::string, torch::Tensor>> rec;
+  st.record = &rec;
+  std::vector<std::vector<torch::Tensor>> per_layer;  // recording layer -> beta pieces [H, T]
+  const int64_t n = p.length();
+  for (int64_t from = 0; from < n; from += chunk) {
+    std::vector<int64_t> ids;
+    const int64_t len = std::min(chunk, n - from);
+    pk.tokens(p, from, len, ids);
+    rec.clear();
+    model->forward(torch::tensor(ids, torch::kInt64).view({1, -1}).to(model->device()), st);
+    if (per_layer.size() < rec.size()) per_layer.resize(rec.size());
+    for (size_t i = 0; i < rec.size(); ++i)
+      if (rec[i].count("beta")) per_layer[i].push_back(rec[i]["beta"][0].to(torch::kCPU, torch::kFloat64));
+  }
+  PasskeyProbe r;
+  for (auto& pieces : per_layer) {
+    if (pieces.empty()) continue;
+    auto b = torch::cat(pieces, 1).mean(0);  // over heads: [T]
+    auto acc = b.accessor<double, 1>();
+    double sk = 0, sf = 0;
+    int64_t nk = 0, nf = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      if (t >= key0 && t < key1) sk += acc[t], ++nk;
+      else if (t >= noise0 && t < noise1 && !(t >= info0 && t < info1)) sf += acc[t], ++nf;
+    }
+    r.beta_key.push_back(nk ? sk / double(nk) : 0.0);
+    r.beta_filler.push_back(nf ? sf / double(nf) : 0.0);
+  }
+  for (auto& ls : st.layers) r.memory_norm.push_back(ls.has("M") ? ls.at("M").norm().item<double>() : 0.0);
+  if (was_training) model->train();
+  return r;
+}
+
 std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, const PasskeyEvalOptions& o) {
   torch::NoGradGuard ng;
   model->eval();

@@ -41,6 +41,18 @@ struct PasskeyCell {
 
 std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, const PasskeyEvalOptions& o);
 
+// One passkey prompt read at batch 1 with the mixers' per-token values recorded (what the length
+// curriculum logs): per recording layer, the mean write strength (Infini-attention's DeltaNet
+// beta, over heads) on the key's digits and on the filler noise; per layer, the Frobenius norm of
+// the state's memory "M" after the prompt (empty when the mixer keeps none).
+struct PasskeyProbe {
+  std::vector<double> beta_key, beta_filler;
+  std::vector<double> memory_norm;
+  nlohmann::json to_json() const;
+};
+PasskeyProbe passkey_probe(CausalLM& model, const Tokenizer& tok, int64_t length, double depth, int64_t key,
+                           int64_t chunk = 1024);
+
 // The summary table printed by the CLI: one row per length, one column per depth, plus time,
 // peak RSS and state bytes per length.
 std::string passkey_table(const std::vector<PasskeyCell>& cells);

@@ -30,6 +30,11 @@ nlohmann::json RunConfig::to_json() const {
                             {"key_min", p.key_min},           {"key_max", p.key_max},
                             {"answer_weight", p.answer_weight}, {"prompt_loss", p.prompt_loss}, {"pack", p.pack}, {"bare_fraction", p.bare_fraction},
                             {"eval_lengths", p.eval_lengths}, {"eval_samples", p.eval_samples}};
+    if (p.boundary_fraction > 0) {
+      j["data"]["passkey"]["boundary_fraction"] = p.boundary_fraction;
+      j["data"]["passkey"]["boundary_period"] = p.boundary_period;
+    }
+    if (p.distinct_digits > 0) j["data"]["passkey"]["distinct_digits"] = p.distinct_digits;
   }
   if (data.ruler.fraction > 0) {
     const auto& q = data.ruler;
@@ -70,6 +75,8 @@ nlohmann::json RunConfig::to_json() const {
     tr["selective"] = {{"reference", train.selective.reference}, {"keep", train.selective.keep},
                        {"select", train.selective.select}, {"cache", train.selective.cache}};
   if (train.category_tokens > 0) tr["category_tokens"] = train.category_tokens;
+  if (train.tbptt > 0) tr["tbptt"] = train.tbptt;
+  if (train.carry_fraction > 0) tr["carry_fraction"] = train.carry_fraction;
   j["train"] = tr;
   return nlohmann::json(j);
 }
@@ -134,6 +141,22 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
       p.pack = g.get<bool>("pack", p.pack);
       p.bare_fraction = g.get<double>("bare_fraction", p.bare_fraction);
       g.check(p.bare_fraction >= 0 && p.bare_fraction <= 1, "bare_fraction", p.bare_fraction, "must be in [0, 1]");
+      p.boundary_fraction = g.get<double>("boundary_fraction", p.boundary_fraction);
+      g.check(p.boundary_fraction >= 0 && p.boundary_fraction <= 1, "boundary_fraction", p.boundary_fraction,
+              "must be in [0, 1]");
+      p.boundary_period = g.get<int64_t>("boundary_period", p.boundary_period);
+      g.check(p.boundary_fraction == 0 || p.boundary_period >= 16, "boundary_period", p.boundary_period,
+              "must be >= 16 when boundary_fraction > 0 (the model's segment, in tokens)");
+      p.distinct_digits = g.get<double>("distinct_digits", p.distinct_digits);
+      g.check(p.distinct_digits >= 0 && p.distinct_digits <= 1, "distinct_digits", p.distinct_digits,
+              "must be in [0, 1]");
+      if (p.distinct_digits > 0) {
+        bool pow10 = false;
+        for (int64_t n = 1, lo = 1; n <= 10; ++n, lo *= 10)
+          pow10 = pow10 || (p.key_min == (n == 1 ? 0 : lo) && p.key_max == lo * 10 - 1);
+        g.check(pow10, "distinct_digits", p.distinct_digits,
+                "needs key_min..key_max to be every n-digit number (10000..99999), n <= 10");
+      }
       p.eval_lengths = g.get<std::vector<int64_t>>("eval_lengths", {p.max_length});
       for (auto L : p.eval_lengths) g.check(L >= 1, "eval_lengths", L, "must be >= 1");
       p.eval_samples = g.get<int64_t>("eval_samples", p.eval_samples);
@@ -247,6 +270,10 @@ RunConfig RunConfig::from_json(const nlohmann::json& j, const std::string& where
     }
     t.category_tokens = f.get<int64_t>("category_tokens", t.category_tokens);
     f.check(t.category_tokens >= 0, "category_tokens", t.category_tokens, "must be >= 0");
+    t.tbptt = f.get<int64_t>("tbptt", t.tbptt);
+    f.check(t.tbptt >= 0, "tbptt", t.tbptt, "must be >= 0 (tokens per back-propagation window; 0 = whole rows)");
+    t.carry_fraction = f.get<double>("carry_fraction", t.carry_fraction);
+    f.check(t.carry_fraction >= 0 && t.carry_fraction <= 1, "carry_fraction", t.carry_fraction, "must be in [0, 1]");
     auto groups = f.raw("param_groups");
     if (!groups.is_null()) {
       LCX_CHECK(groups.is_array(), where, ": field 'train.param_groups' must be an array");

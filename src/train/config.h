@@ -33,6 +33,15 @@ struct PasskeyMixConfig {
   bool prompt_loss = true;      // LM loss on the prompt (the first key's tokens always weigh 0)
   bool pack = false;            // several prompts per row while they are short (more answers per step)
   double bare_fraction = 0;     // share of prompts without the task line (shorter: more answers per step)
+  // Segment boundaries (../shared/RETRIEVAL.md section 3): this share of prompts is sized so
+  // that, in its row, the answer (half of them) or the key's first digit (the other half)
+  // falls within 4 tokens of a multiple of boundary_period (the model's segment).
+  double boundary_fraction = 0;
+  int64_t boundary_period = 0;  // tokens; required when boundary_fraction > 0
+  // Share of keys whose digits are all different (the first non-zero): "the digit after this
+  // digit" is then unambiguous, so copying must follow the key's order. Needs a key range of
+  // exactly 10^(n-1)..10^n - 1 with n <= 10.
+  double distinct_digits = 0;
   std::vector<int64_t> eval_lengths;  // passkey accuracy at each evaluation (default: max_length)
   int64_t eval_samples = 4;     // per (length, depth); depths 0, 50, 100
 };
@@ -127,6 +136,14 @@ struct TrainConfig {
   // Per-token losses of a fixed probe of training tokens at every evaluation, and the shares
   // of RHO-1's token categories (H->H, L->H, H->L, L->L) between the evaluations so far.
   int64_t category_tokens = 0;  // probe size; 0 = off
+  // Truncated back-propagation through time: each row is read in windows of this many tokens,
+  // the state carried from one to the next and detached, the loss back-propagated per window
+  // (the same loss as one pass; the gradient stops at window edges). 0 = the whole row at once.
+  int64_t tbptt = 0;
+  // Share of steps whose rows start from the state the previous step's rows ended in (detached):
+  // training on the states long streams produce (Buitrago Ruiz and Gu, 2507.02782). The carried
+  // state is saved with each checkpoint, so a resumed run continues it.
+  double carry_fraction = 0;
 };
 
 struct RunConfig {

@@ -170,6 +170,16 @@ void TrainBatches::ruler_row(std::mt19937_64& rng, std::vector<int64_t>* row, st
   for (auto t : newline_) row->push_back(t), wt->push_back(1.f);
 }
 
+int64_t distinct_digit_key(std::mt19937_64& rng, int64_t n) {
+  LCX_CHECK(n >= 1 && n <= 10, "distinct_digit_key: ", n, " digits (1..10)");
+  std::vector<int64_t> d = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  for (int64_t i = 9; i > 0; --i) std::swap(d[i], d[std::uniform_int_distribution<int64_t>(0, i)(rng)]);
+  if (n > 1 && d[0] == 0) std::swap(d[0], d[n < 10 ? n : 9]);  // no leading zero: swap in an unused digit
+  int64_t k = 0;
+  for (int64_t i = 0; i < n; ++i) k = k * 10 + d[i];
+  return k;
+}
+
 Batch TrainBatches::get(int64_t step, int64_t micro) const {
   auto [x, y] = text_.get(step, micro);
   auto valid = ~text_.boundary(step, micro);
@@ -192,11 +202,40 @@ Batch TrainBatches::get(int64_t step, int64_t micro) const {
     if (u >= p.fraction) ruler_row(rng, &row, &wt);  // a RULER row
     else while (true) {
       int64_t key = std::uniform_int_distribution<int64_t>(p.key_min, p.key_max)(rng);
+      if (p.distinct_digits > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < p.distinct_digits)
+        key = distinct_digit_key(rng, int64_t(std::to_string(p.key_max).size()));
       double depth = std::uniform_real_distribution<double>(0, 1)(rng);
       bool task = p.bare_fraction <= 0 || std::uniform_real_distribution<double>(0, 1)(rng) >= p.bare_fraction;
       int64_t fixed = pk_.fixed_tokens(key, task);
       int64_t lo = task ? std::max(p.min_length, fixed) : fixed;
       int64_t len = std::uniform_int_distribution<int64_t>(lo, std::max(lo, hi))(rng);
+      if (p.boundary_fraction > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < p.boundary_fraction) {
+        // Within 4 tokens of a multiple of the period, in the row: the answer's first token
+        // (half) or the key's first digit (the other half).
+        const int64_t P = p.boundary_period, base = int64_t(row.size());
+        const int64_t jitter = std::uniform_int_distribution<int64_t>(-4, 4)(rng);
+        const bool on_answer = std::uniform_int_distribution<int>(0, 1)(rng) == 0;
+        auto phase = [&](int64_t at) { return ((at - jitter) % P + P) % P; };  // tokens past the target
+        auto align_answer = [&] {
+          int64_t l2 = len - phase(base + len);
+          if (l2 < lo) l2 += P;
+          if (l2 > std::max(lo, hi)) return false;
+          len = l2;
+          return true;
+        };
+        auto align_key = [&] {  // moves the info within the noise (needs noise >= the offset)
+          const int64_t noise = len - fixed, first = base + (task ? int64_t(pk_.make(-1, 0.0, key, task).head.size()) : 0) +
+                                                    pk_.make(-1, 0.0, key, task).key_begin;
+          int64_t n = noise > 0 ? std::llround(depth * double(noise)) : 0;
+          n -= phase(first + n);
+          if (n < 0) n += P;
+          if (n > noise) return false;
+          depth = noise > 0 ? double(n) / double(noise) : 0.0;
+          return true;
+        };
+        // The other kind when the drawn one cannot be placed (a prompt shorter than the period).
+        if (on_answer ? !align_answer() : !align_key()) on_answer ? align_key() : align_answer();
+      }
       auto ans = pk_.answer(key);
       if (!row.empty() && int64_t(row.size() + len + ans.size() + newline_.size()) > T + 1) break;
       auto prompt = pk_.make(len, depth, key, task);

@@ -33,6 +33,10 @@ struct Batch {
                           // document boundary, not a zero-weight passkey token)
 };
 
+// A key of n digits, all different, the first not zero (n > 1): the order of its digits is the
+// only way to tell what follows each one.
+int64_t distinct_digit_key(std::mt19937_64& rng, int64_t n);
+
 // The training batches of a run: random text windows (BatchSampler), and with data.passkey
 // passkey prompts + answers mixed in, with data.ruler RULER task samples + reference answers. Batch (step, micro) depends only on (seed, step, micro).
 class TrainBatches {

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
+#include <algorithm>
 #include <iostream>
 #include <unistd.h>
 
@@ -34,6 +36,15 @@ int64_t latest_checkpoint(const std::string& out) {
       best = std::max<int64_t>(best, std::atoll(n.c_str() + 11));
   }
   return best;
+}
+
+// Moves every tensor of a state to `dev` (a carried state loaded from a checkpoint).
+void state_to(ModelState& s, const torch::Device& dev) {
+  auto move = [&](State& st) {
+    for (auto& [name, t] : std::map<std::string, torch::Tensor>(st.tensors())) st.set(name, t.to(dev));
+  };
+  move(s.head);
+  for (auto& l : s.layers) move(l);
 }
 
 // Mean next-token loss (nats) over the fixed validation batches.
@@ -329,6 +340,28 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     log.flush();
   };
 
+  // Windows of tbptt tokens and carried states (rows that continue the previous step's stream).
+  const bool windowed = t.tbptt > 0 || t.carry_fraction > 0;
+  LCX_CHECK(!windowed || !sel.enabled(), "train.tbptt and train.carry_fraction cannot be combined with train.selective");
+  // Per micro-batch: the state the previous step's rows ended in (have_carry once one exists).
+  std::vector<ModelState> carried(t.carry_fraction > 0 ? t.grad_accum : 0);
+  bool have_carry = false;
+  auto carry_path = [&](const std::string& dir, int64_t micro) {
+    return dir + "/carry-" + std::to_string(micro) + ".safetensors";
+  };
+  if (t.carry_fraction > 0 && opt.resume) {
+    std::string ck = opt.out + "/checkpoint-" + std::to_string(resume_step);
+    have_carry = true;
+    for (int64_t m = 0; m < t.grad_accum; ++m) {
+      if (!fs::exists(carry_path(ck, m))) {
+        have_carry = false;
+        break;
+      }
+      carried[m] = load_state(carry_path(ck, m), cfg.model);
+      state_to(carried[m], device);
+    }
+  }
+
   auto checkpoint = [&](int64_t step) {
     std::string final_dir = opt.out + "/checkpoint-" + std::to_string(step);
     std::string tmp = opt.out + "/.checkpoint-" + std::to_string(step) + ".tmp";
@@ -336,6 +369,8 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     fs::create_directories(tmp);
     write_model_files(tmp, cfg, model, *tok, data.split_json(), step);
     opt_.save(tmp + "/optimizer.safetensors");
+    if (have_carry)
+      for (size_t m = 0; m < carried.size(); ++m) save_state(carry_path(tmp, int64_t(m)), carried[m], cfg.model);
     write_file_atomic(tmp + "/trainer_state.json",
                       nlohmann::json({{"step", step}, {"seed", t.seed}, {"config_hash", cfg.model.hash()}}).dump(2));
     fsync_dir(tmp);
@@ -367,10 +402,43 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
   for (int64_t step = start; step < end; ++step) {
     double lr = lr_at(t, step);
     double step_loss = 0;
+    // Rows of this step start from the previous step's final states (detached), or fresh.
+    std::mt19937_64 carry_rng(mix_seed(t.seed ^ 0x6361727279ull, uint64_t(step)));
+    const bool carry = have_carry && std::uniform_real_distribution<double>(0, 1)(carry_rng) < t.carry_fraction;
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
       auto batch = sampler.get(step, micro);
-      auto st = model->new_state();
-      st.hand_on = false;  // each row starts and ends here
+      auto st = carry ? std::move(carried[micro]) : model->new_state();
+      st.hand_on = t.carry_fraction > 0;  // otherwise each row starts and ends here
+      if (windowed) {  // truncated back-propagation through time, or a carried state
+        const int64_t T = batch.x.size(1), W = t.tbptt > 0 ? t.tbptt : T;
+        auto x = batch.x.to(device), y = batch.y.to(device);
+        auto w = batch.w.defined() ? batch.w.to(device) : torch::Tensor();
+        const double denom = w.defined() ? std::max(1e-6, w.sum().item<double>()) : double(y.numel());
+        double ans_sum = 0, n_ans = 0;
+        for (int64_t w0 = 0; w0 < T; w0 += W) {
+          const int64_t len = std::min(W, T - w0);
+          st.hand_on = t.carry_fraction > 0 || w0 + len < T;
+          auto logits = model->forward(x.narrow(1, w0, len), st, /*training=*/true);
+          auto per = torch::nn::functional::cross_entropy(
+              logits.reshape({-1, logits.size(-1)}), y.narrow(1, w0, len).reshape({-1}),
+              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+          torch::Tensor loss;
+          if (w.defined()) {
+            auto ww = w.narrow(1, w0, len).reshape({-1});
+            loss = (per * ww).sum() / denom;
+            auto ans = (ww > 1).to(per.scalar_type());
+            ans_sum += (per.detach() * ans).sum().item<double>(), n_ans += ans.sum().item<double>();
+          } else {
+            loss = per.sum() / denom;
+          }
+          (loss / double(t.grad_accum)).backward();
+          step_loss += loss.item<double>() / t.grad_accum;
+          st.detach_();
+        }
+        if (n_ans > 0) answer_acc += ans_sum / n_ans, ++answer_n;
+        if (t.carry_fraction > 0) carried[micro] = std::move(st);
+        continue;
+      }
       auto logits = model->forward(batch.x.to(device), st, /*training=*/true);
       auto flat = logits.reshape({-1, logits.size(-1)});
       torch::Tensor loss;
@@ -411,6 +479,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     double gnorm = clip_grad_norm(params, t.clip);
     opt_.step(lr);
     opt_.zero_grad();
+    have_carry = t.carry_fraction > 0;  // this step's rows left their states in `carried`
     loss_acc += step_loss;
     ++loss_n;
     res.final_loss = step_loss;
@@ -470,6 +539,16 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         }
         vline["passkey"] = acc;
         if (!opt.quiet) std::fprintf(stderr, "step %lld: passkey%s\n", (long long)done, msg.c_str());
+        // The memory at the longest length: its norm, and the write strength on the key vs filler.
+        const int64_t probe_len = *std::max_element(po.lengths.begin(), po.lengths.end());
+        const int64_t probe_key = po.key_min + int64_t(54321 % uint64_t(po.key_max - po.key_min + 1));
+        auto pr = passkey_probe(model, *tok, probe_len, 0.5, probe_key);
+        vline["probe"] = pr.to_json();
+        if (!opt.quiet && !pr.beta_key.empty())
+          std::fprintf(stderr, "step %lld: write strength on the key %.3f vs filler %.3f (mean over layers)\n",
+                       (long long)done,
+                       std::accumulate(pr.beta_key.begin(), pr.beta_key.end(), 0.0) / double(pr.beta_key.size()),
+                       std::accumulate(pr.beta_filler.begin(), pr.beta_filler.end(), 0.0) / double(pr.beta_filler.size()));
       }
       if (!probe.empty()) {  // token categories between the evaluations so far
         std::vector<torch::Tensor> parts;
