@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1
+.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1 recipe-dnet-passkey
 
 all: build
 
@@ -47,6 +47,12 @@ recipe-tiny: data build-cli
 # LONG_SAMPLES=20; RESULTS used 4 and 2 samples per cell).
 recipe-infini-passkey: data build-cli
 	LONGCTX=$(LONGCTX) scripts/infini_passkey.sh
+
+# Passkey retrieval that survives length (issue 20): Infini-attention with DeltaNet's memory,
+# trained in stages (early check, A: copying, B: 1-4 segments, C: 2K -> 16K) with the pass and
+# kill criteria of ../shared/RETRIEVAL.md; verdicts in runs/dnet-passkey/stages.jsonl. Resumes.
+recipe-dnet-passkey: data build-cli
+	LONGCTX=$(LONGCTX) scripts/dnet_passkey.sh
 
 # TransformerFAM vs BSWA on the same passkey budget (issue 6): scripts/fam_passkey.sh says how.
 recipe-fam-passkey: data build-cli

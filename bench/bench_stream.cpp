@@ -5,6 +5,7 @@
 //   build/bench_stream [--model DIR | --config configs/transformer-tiny.json] [--window 512]
 //                      [--segment 512] [--lengths 4096,65536,1048576] [--full-max 65536]
 //                      [--chunk 512] [--mixers infini_attention,sliding_window,full_attention]
+// infini_attention:deltanet,infini_attention:linear runs the update rules side by side.
 // With a TransformerFAM config, --mixers fam,bswa measures FAM against BSWA with the same blocks.
 // A mixer named like the config's own (e.g. --config configs/megalodon-tiny.json --mixers
 // megalodon) keeps every field of the config's mixer; with an Activation Beacon config,
@@ -99,11 +100,16 @@ int main(int argc, char** argv) {
       c.mixer["type"] = mixer;
       c.mixer["window"] = window;
       label += " (" + std::to_string(window) + ")";
-    } else if (mixer == "infini_attention") {
-      c.mixer = mixer == base.mixer_type() ? base.mixer : nlohmann::json::object();  // its update rule and gates too
-      c.mixer["type"] = mixer;
+    } else if (mixer == "infini_attention" || mixer.rfind("infini_attention:", 0) == 0) {
+      // infini_attention:RULE sets the update rule (deltanet, delta, linear): the rules side by side.
+      const bool ruled = mixer != "infini_attention";
+      c.mixer = base.mixer_type() == "infini_attention" ? base.mixer : nlohmann::json::object();  // gates too
+      c.mixer["type"] = "infini_attention";
       c.mixer["segment"] = segment;
-      label += " (segment " + std::to_string(segment) + ")";
+      if (ruled) c.mixer["update"] = mixer.substr(17);
+      if (ruled && c.mixer["update"] != "deltanet") c.mixer.erase("chunk");
+      label = "infini_attention (segment " + std::to_string(segment) + ", " +
+              c.mixer.value("update", std::string("delta")) + ")";
     } else if (mixer.rfind("activation_beacon@", 0) == 0 && base.mixer_type() == "activation_beacon") {
       // The config's beacons at one ratio: activation_beacon@8.
       c.mixer = base.mixer;
