@@ -35,8 +35,20 @@ std::vector<double> phi(Acc a, int64_t t, int64_t d) {
 // out[t] for one (batch, head): q, k, v are [T, d] before RoPE.
 // betas (deltanet only): [T] write strengths; defined selects DeltaNet's memory.
 torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t N,
-                             bool delta, double gate, double eps, double base, torch::Tensor betas = {}) {
+                             bool delta, double gate, double eps, double base, torch::Tensor betas = {},
+                             bool token_read = false) {
   const bool dnet = betas.defined();
+  // DeltaNet's write of token t: M += b_t k_t (v_t - k_t^T M).
+  auto write = [&](std::vector<std::vector<double>>& M, int64_t t) {
+    auto ka = k.accessor<double, 2>(), va = v.accessor<double, 2>();
+    auto kt = phi(ka, t, k.size(1));
+    double bt = betas[t].item<double>();
+    for (int64_t c = 0; c < v.size(1); ++c) {
+      double r = 0;
+      for (int64_t i = 0; i < k.size(1); ++i) r += kt[i] * M[i][c];
+      for (int64_t i = 0; i < k.size(1); ++i) M[i][c] += bt * kt[i] * (va[t][c] - r);
+    }
+  };
   const int64_t T = q.size(0), d = q.size(1);
   auto qa = q.accessor<double, 2>(), ka = k.accessor<double, 2>(), va = v.accessor<double, 2>();
   auto rope = [&](Acc a, int64_t t) {
@@ -55,6 +67,7 @@ torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, con
   for (int64_t s0 = 0; s0 < T; s0 += N) {
     int64_t s1 = std::min(T, s0 + N);
     for (int64_t t = s0; t < s1; ++t) {
+      if (dnet && token_read) write(M, t);  // the token reads the memory after its own write
       auto qt = rope(qa, t);
       std::vector<double> sc;
       double mx = -1e300;
@@ -79,16 +92,9 @@ torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, con
       }
     }
     if (s1 - s0 < N) break;  // a partial segment is not folded into memory
-    if (dnet) {  // token by token: M += b_t k_t (v_t - k_t^T M)
-      for (int64_t t = s0; t < s1; ++t) {
-        auto kt = phi(ka, t, d);
-        double bt = betas[t].item<double>();
-        for (int64_t c = 0; c < d; ++c) {
-          double r = 0;
-          for (int64_t i = 0; i < d; ++i) r += kt[i] * M[i][c];
-          for (int64_t i = 0; i < d; ++i) M[i][c] += bt * kt[i] * (va[t][c] - r);
-        }
-      }
+    if (dnet) {  // the segment token by token (already written when tokens read their own writes)
+      if (!token_read)
+        for (int64_t t = s0; t < s1; ++t) write(M, t);
       continue;
     }
     auto M0 = M;
@@ -125,16 +131,18 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
       y.select(0, b).select(1, h).copy_(reference_head(q[b].select(1, h).contiguous(), k[b].select(1, h).contiguous(),
                                                        v[b].select(1, h).contiguous(), o.segment,
                                                        o.update == InfiniAttentionOptions::Update::delta, g, o.eps,
-                                                       o.rope.base, dnet ? betas[b].select(1, h).contiguous() : torch::Tensor()));
+                                                       o.rope.base, dnet ? betas[b].select(1, h).contiguous() : torch::Tensor(),
+                                                       o.token_read));
     }
   return torch::matmul(y.view({B, T, H * d}), m.o_proj->weight.t());
 }
 
 using Update = InfiniAttentionOptions::Update;
 
-InfiniAttentionMixer make_mixer(int64_t segment, Update update, torch::Dtype dt = torch::kFloat64, int64_t chunk = 64) {
+InfiniAttentionMixer make_mixer(int64_t segment, Update update, torch::Dtype dt = torch::kFloat64, int64_t chunk = 64,
+                                bool token_read = false) {
   InfiniAttentionOptions o;
-  o.d_model = 16, o.n_heads = 2, o.segment = segment, o.update = update, o.chunk = chunk;
+  o.d_model = 16, o.n_heads = 2, o.segment = segment, o.update = update, o.chunk = chunk, o.token_read = token_read;
   o.rope.dim = 8;
   InfiniAttentionMixer m(o);
   torch::NoGradGuard ng;
@@ -386,21 +394,21 @@ TEST(DeltaNet, ChunkedUpdateMatchesFloat64TokenRecurrenceForEveryChunkSize) {
 TEST(DeltaNet, MixerMatchesFloat64PlainLoopReferenceWithoutNormaliser) {
   torch::NoGradGuard ng;
   torch::manual_seed(22);
-  for (int64_t chunk : {3, 64}) {
-    auto m = make_mixer(7, Update::deltanet, torch::kFloat64, chunk);
+  for (auto [chunk, token_read] : std::vector<std::pair<int64_t, bool>>{{3, false}, {64, false}, {3, true}, {64, true}}) {
+    auto m = make_mixer(7, Update::deltanet, torch::kFloat64, chunk, token_read);
     auto x = torch::randn({2, 40, 16}, torch::kFloat64);  // 5 full segments and a partial one
     State s;
     StepContext ctx;
     std::vector<std::map<std::string, torch::Tensor>> rec;
     ctx.record = &rec;
     auto y = m.forward(x, s, ctx);
-    EXPECT_LT(max_abs_diff(y, reference(m, x)), 1e-10) << "chunk " << chunk;
+    EXPECT_LT(max_abs_diff(y, reference(m, x)), 1e-10) << "chunk " << chunk << " token_read " << token_read;
     EXPECT_FALSE(s.has("z")) << "no normaliser in the state";
     ASSERT_EQ(rec.size(), 1u);
     EXPECT_EQ(rec[0]["beta"].sizes(), (std::vector<int64_t>{2, 2, 40}));
     EXPECT_LT(max_abs_diff(rec[0]["beta"], torch::sigmoid(m.beta_proj(x)).transpose(1, 2)), 1e-12);
     // Float32 compute, float32 memory.
-    auto m32 = make_mixer(7, Update::deltanet, torch::kFloat64, chunk);
+    auto m32 = make_mixer(7, Update::deltanet, torch::kFloat64, chunk, token_read);
     {
       auto src = m.named_parameters();
       for (auto& p : m32.named_parameters()) p.value().copy_(src[p.key()]);
@@ -445,7 +453,8 @@ TEST(DeltaNet, GradientsMatchCentralFiniteDifferences) {
   }
   // The whole mixer, segments of 5 over 17 tokens (three memory updates): sampled entries of every
   // parameter, the write-strength projection and the gate included.
-  auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2);
+  for (bool token_read : {false, true}) {
+  auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, token_read);
   auto x = torch::randn({1, 17, 16}, torch::kFloat64);
   auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
   auto mloss = [&] {
@@ -467,9 +476,38 @@ TEST(DeltaNet, GradientsMatchCentralFiniteDifferences) {
       double lm = mloss().item<double>();
       flat[i] = x0;
       double fd = (lp - lm) / (2 * h);
-      EXPECT_NEAR(gf[i].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd))) << item.key() << "[" << i << "]";
+      EXPECT_NEAR(gf[i].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd)))
+          << item.key() << "[" << i << "] token_read " << token_read;
     }
   }
+  }
+}
+
+TEST(DeltaNet, TokenReadIsTheCausalOutputOfTheRecurrence) {
+  // deltanet_scan's o_t against the recurrence: write token t, then read q_t^T M_t.
+  torch::NoGradGuard ng;
+  torch::manual_seed(26);
+  const int64_t T = 23, dk = 5, dv = 4;
+  auto q = deltanet_feature(torch::randn({1, 2, T, dk}, torch::kFloat64));
+  auto k = deltanet_feature(torch::randn({1, 2, T, dk}, torch::kFloat64));
+  auto v = torch::randn({1, 2, T, dv}, torch::kFloat64);
+  auto beta = torch::rand({1, 2, T}, torch::kFloat64);
+  auto M0 = torch::randn({1, 2, dk, dv}, torch::kFloat64);
+  for (int64_t chunk : {1, 5, 64}) {
+    auto [O, M] = deltanet_scan(M0, q, k, v, beta, chunk);
+    auto Mt = M0.clone();
+    for (int64_t t = 0; t < T; ++t) {
+      Mt = deltanet_loops(Mt, k.narrow(2, t, 1), v.narrow(2, t, 1), beta.narrow(2, t, 1));
+      EXPECT_LT(max_abs_diff(O.narrow(2, t, 1), torch::matmul(q.narrow(2, t, 1), Mt)), 1e-12) << "t " << t;
+    }
+    EXPECT_LT(max_abs_diff(M, Mt), 1e-12);
+  }
+  // The config names the read mode; "token" needs the deltanet rule.
+  Fields f(nlohmann::json::parse(R"({"update": "deltanet", "read": "token"})"), "cfg.json", "model.mixer");
+  EXPECT_TRUE(InfiniAttentionOptions::parse(f, 16, 2, RopeOptions{}).token_read);
+  ModelConfig c;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "read": "token"})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "read", "deltanet"});
 }
 
 TEST(DeltaNet, KeyWrittenOnceSurvivesAMillionPeriodicOrthogonalFillerKeys) {

@@ -27,6 +27,10 @@ InfiniAttentionOptions InfiniAttentionOptions::parse(Fields& f, int64_t d_model,
   o.eps = f.get<double>("eps", o.eps);
   f.check(o.eps > 0 && o.eps < 1, "eps", o.eps, "must be in (0, 1)");
   o.read_memory = f.get<bool>("read_memory", true);
+  auto read = f.get<std::string>("read", "segment");
+  f.check(read == "segment" || read == "token", "read", read, "must be \"segment\" or \"token\"");
+  f.check(read == "segment" || o.update == Update::deltanet, "read", read, "\"token\" needs \"update\": \"deltanet\"");
+  o.token_read = read == "token";
   o.rope = rope;
   return o;
 }
@@ -66,11 +70,13 @@ torch::Tensor deltanet_feature(const torch::Tensor& x) {
   return F::normalize(torch::silu(x), F::NormalizeFuncOptions().p(2).dim(-1).eps(1e-6));
 }
 
-torch::Tensor deltanet_memory_update(const torch::Tensor& M0, const torch::Tensor& k, const torch::Tensor& v,
-                                     const torch::Tensor& beta, int64_t chunk) {
-  LCX_CHECK(chunk > 0, "deltanet_memory_update: chunk ", chunk, " must be > 0");
+namespace {
+// The chunked delta rule; with q defined, also the causal outputs o_t = q_t^T M_t.
+torch::Tensor deltanet_chunks(torch::Tensor& M, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              const torch::Tensor& beta, int64_t chunk) {
+  LCX_CHECK(chunk > 0, "deltanet: chunk ", chunk, " must be > 0");
   const int64_t T = k.size(2), dk = k.size(3), dv = v.size(3);
-  auto M = M0;
+  std::vector<torch::Tensor> outs;
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {
     const int64_t C = std::min(chunk, T - c0);
     auto kc = k.narrow(2, c0, C), vc = v.narrow(2, c0, C);
@@ -81,9 +87,31 @@ torch::Tensor deltanet_memory_update(const torch::Tensor& M0, const torch::Tenso
     auto X = torch::linalg_solve_triangular(A, torch::cat({bk, bc * vc}, -1), /*upper=*/false, /*left=*/true,
                                             /*unitriangular=*/true);
     auto W = X.narrow(-1, 0, dk), U = X.narrow(-1, dk, dv);
-    M = M + torch::matmul(kc.transpose(-2, -1), U - torch::matmul(W, M));
+    auto Up = U - torch::matmul(W, M);  // the values each token actually writes
+    if (q.defined()) {
+      auto qc = q.narrow(2, c0, C);
+      outs.push_back(torch::matmul(qc, M) + torch::matmul(torch::matmul(qc, kc.transpose(-2, -1)).tril(0), Up));
+    }
+    M = M + torch::matmul(kc.transpose(-2, -1), Up);
   }
+  if (outs.empty()) return {};
+  return outs.size() == 1 ? outs[0] : torch::cat(outs, 2);
+}
+}  // namespace
+
+torch::Tensor deltanet_memory_update(const torch::Tensor& M0, const torch::Tensor& k, const torch::Tensor& v,
+                                     const torch::Tensor& beta, int64_t chunk) {
+  auto M = M0;
+  deltanet_chunks(M, {}, k, v, beta, chunk);
   return M;
+}
+
+std::pair<torch::Tensor, torch::Tensor> deltanet_scan(const torch::Tensor& M0, const torch::Tensor& q,
+                                                      const torch::Tensor& k, const torch::Tensor& v,
+                                                      const torch::Tensor& beta, int64_t chunk) {
+  auto M = M0;
+  auto O = deltanet_chunks(M, q, k, v, beta, chunk);
+  return {O, M};
 }
 
 torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
@@ -126,9 +154,11 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
 
   // The partial segment (SegmentBuffer: fixed buffers without autograd, exact tensors with it).
   const bool graph = torch::GradMode::is_enabled();
-  std::vector<std::string> names = {"k", "v", "sk"};
-  std::vector<torch::Tensor> per_token = {kr, v, sk};
-  if (dnet) names.push_back("b"), per_token.push_back(wb);
+  const bool token_read = dnet && o_.token_read;  // memory written as tokens arrive: no features held
+  std::vector<std::string> names = {"k", "v"};
+  std::vector<torch::Tensor> per_token = {kr, v};
+  if (!token_read) names.push_back("sk"), per_token.push_back(sk);
+  if (dnet && !token_read) names.push_back("b"), per_token.push_back(wb);
   SegmentBuffer held(state, names, N);
   held.reserve(per_token, fill);
 
@@ -149,14 +179,23 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
       scores = scores.masked_fill(hidden, -std::numeric_limits<double>::infinity());
     }
     auto a_dot = torch::matmul(torch::softmax(scores, -1), seg[1]);
+    torch::Tensor a_mem;
+    if (token_read) {  // each token reads after its own write; M follows the tokens
+      auto r = deltanet_scan(M, sq.narrow(2, t, len), sk.narrow(2, t, len), v.narrow(2, t, len).to(mdt),
+                             wb.narrow(2, t, len).squeeze(-1), o_.chunk);
+      a_mem = r.first, M = r.second;
+    } else if (o_.read_memory) {
+      a_mem = dnet ? torch::matmul(sq.narrow(2, t, len), M) : infini_memory_read(sq.narrow(2, t, len), M, z, o_.eps);
+    }
     if (o_.read_memory) {
-      auto a_mem = (dnet ? torch::matmul(sq.narrow(2, t, len), M) : infini_memory_read(sq.narrow(2, t, len), M, z, o_.eps)).to(dt);
-      outs.push_back(gate * a_mem + (1 - gate) * a_dot);
+      outs.push_back(gate * a_mem.to(dt) + (1 - gate) * a_dot);
     } else {
       outs.push_back((1 - gate) * a_dot);
     }
     if (fill + len == N) {  // segment complete: fold it into memory
-      if (dnet) M = deltanet_memory_update(M, seg[2], seg[1].to(mdt), seg[3].squeeze(-1), o_.chunk);
+      if (token_read) {
+        // already written token by token
+      } else if (dnet) M = deltanet_memory_update(M, seg[2], seg[1].to(mdt), seg[3].squeeze(-1), o_.chunk);
       else infini_memory_update(M, z, seg[2], seg[1].to(mdt), o_.update == InfiniAttentionOptions::Update::delta, o_.eps);
       ++updates;
       if (graph && o_.detach_every > 0 && updates % o_.detach_every == 0) {

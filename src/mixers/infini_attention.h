@@ -18,6 +18,7 @@
 // With ||k|| = 1 and b < 1 each step is a contraction on M, and a direction orthogonal to every
 // later key is never overwritten: a key written once survives any amount of filler written in
 // other directions. The state is M alone (plus the partial segment's k, v, phi(k), b).
+// "read": "token" reads DeltaNet's causal output instead (each token after its own write).
 //
 // M and z are kept in float32 (float64 when the compute dtype is float64). Before the first
 // segment completes, M = z = 0 and the ratio 0/0 reads as 0 (denominator clamped at eps).
@@ -38,6 +39,11 @@ struct InfiniAttentionOptions {
   enum class Update { linear, delta, deltanet };
   Update update = Update::delta;  // "delta" (the paper's), "linear", "deltanet" (no normaliser)
   int64_t chunk = 64;         // deltanet: tokens per UT/WY chunk of the memory update
+  // deltanet: when tokens read the memory. "segment" (Infini-attention's way): as it stood before
+  // the current segment, written when a segment completes. "token" (DeltaNet's causal output):
+  // each token reads it after its own write, o_t = phi(q_t)^T M_t, so a key one token back is in
+  // memory too; M is written as tokens arrive.
+  bool token_read = false;
   int64_t detach_every = 0;   // training: detach M, z after every k-th update (0 = never)
   double gate_init = 0.0;     // beta at initialisation (sigmoid 0.5)
   double eps = 1e-6;          // denominator guard
@@ -74,6 +80,11 @@ void infini_memory_update(torch::Tensor& M, torch::Tensor& z, const torch::Tenso
 // beta [B,H,T] in (0, 1), M [B,H,dk,dv]; returns the new M (differentiable).
 torch::Tensor deltanet_memory_update(const torch::Tensor& M, const torch::Tensor& k, const torch::Tensor& v,
                                      const torch::Tensor& beta, int64_t chunk);
+// DeltaNet's causal outputs and update: o_t = q_t^T M_t with M_t after token t's write, per chunk
+// (O = Q M + tril(Q K^T) (U - W M)). q [B,H,T,dk]; returns {O [B,H,T,dv], the new M}.
+std::pair<torch::Tensor, torch::Tensor> deltanet_scan(const torch::Tensor& M, const torch::Tensor& q,
+                                                      const torch::Tensor& k, const torch::Tensor& v,
+                                                      const torch::Tensor& beta, int64_t chunk);
 // phi: SiLU then L2 normalisation over the last dimension (the DeltaNet feature map).
 torch::Tensor deltanet_feature(const torch::Tensor& x);
 
