@@ -36,7 +36,7 @@ std::vector<double> phi(Acc a, int64_t t, int64_t d) {
 // betas (deltanet only): [T] write strengths; defined selects DeltaNet's memory.
 torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t N,
                              bool delta, double gate, double eps, double base, torch::Tensor betas = {},
-                             bool token_read = false) {
+                             bool token_read = false, bool window_local = false) {
   const bool dnet = betas.defined();
   // DeltaNet's write of token t: M += b_t k_t (v_t - k_t^T M).
   auto write = [&](std::vector<std::vector<double>>& M, int64_t t) {
@@ -71,7 +71,8 @@ torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, con
       auto qt = rope(qa, t);
       std::vector<double> sc;
       double mx = -1e300;
-      for (int64_t j = s0; j <= t; ++j) {
+      const int64_t j0 = window_local ? std::max<int64_t>(0, t - N + 1) : s0;  // the local keys
+      for (int64_t j = j0; j <= t; ++j) {
         auto kj = rope(ka, j);
         double dot = 0;
         for (int64_t i = 0; i < d; ++i) dot += qt[i] * kj[i];
@@ -86,7 +87,7 @@ torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, con
       else for (int64_t i = 0; i < d; ++i) den += (sq[i] = elu1(qa[t][i])) * z[i];
       for (int64_t c = 0; c < d; ++c) {
         double local = 0, num = 0;
-        for (int64_t j = s0; j <= t; ++j) local += sc[j - s0] / sum * va[j][c];
+        for (int64_t j = j0; j <= t; ++j) local += sc[j - j0] / sum * va[j][c];
         for (int64_t i = 0; i < d; ++i) num += sq[i] * M[i][c];
         oa[t][c] = gate * num / std::max(den, eps) + (1 - gate) * local;
       }
@@ -132,7 +133,7 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
                                                        v[b].select(1, h).contiguous(), o.segment,
                                                        o.update == InfiniAttentionOptions::Update::delta, g, o.eps,
                                                        o.rope.base, dnet ? betas[b].select(1, h).contiguous() : torch::Tensor(),
-                                                       o.token_read));
+                                                       o.token_read, o.window_local));
     }
   return torch::matmul(y.view({B, T, H * d}), m.o_proj->weight.t());
 }
@@ -140,9 +141,10 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
 using Update = InfiniAttentionOptions::Update;
 
 InfiniAttentionMixer make_mixer(int64_t segment, Update update, torch::Dtype dt = torch::kFloat64, int64_t chunk = 64,
-                                bool token_read = false) {
+                                bool token_read = false, bool window_local = false) {
   InfiniAttentionOptions o;
   o.d_model = 16, o.n_heads = 2, o.segment = segment, o.update = update, o.chunk = chunk, o.token_read = token_read;
+  o.window_local = window_local;
   o.rope.dim = 8;
   InfiniAttentionMixer m(o);
   torch::NoGradGuard ng;
@@ -453,8 +455,9 @@ TEST(DeltaNet, GradientsMatchCentralFiniteDifferences) {
   }
   // The whole mixer, segments of 5 over 17 tokens (three memory updates): sampled entries of every
   // parameter, the write-strength projection and the gate included.
-  for (bool token_read : {false, true}) {
-  auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, token_read);
+  for (int mode : {0, 1, 2}) {
+  const bool token_read = mode > 0;
+  auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, token_read, mode == 2);
   auto x = torch::randn({1, 17, 16}, torch::kFloat64);
   auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
   auto mloss = [&] {
@@ -481,6 +484,37 @@ TEST(DeltaNet, GradientsMatchCentralFiniteDifferences) {
     }
   }
   }
+}
+
+TEST(DeltaNet, WindowLocalPathMatchesFloat64ReferenceAndIgnoresSegmentEdges) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(27);
+  auto m = make_mixer(7, Update::deltanet, torch::kFloat64, 3, true, true);
+  auto x = torch::randn({2, 40, 16}, torch::kFloat64);
+  State s;
+  StepContext ctx;
+  auto y = m.forward(x, s, ctx);
+  EXPECT_LT(max_abs_diff(y, reference(m, x)), 1e-10);
+  // Token by token gives the same, and the local cache stays at N - 1 tokens.
+  State s1;
+  std::vector<torch::Tensor> parts;
+  for (int64_t t = 0; t < 40; ++t) parts.push_back(m.forward(x.narrow(1, t, 1), s1, ctx));
+  EXPECT_LT(max_abs_diff(torch::cat(parts, 1), y), 1e-10);
+  EXPECT_EQ(s1.at("k").size(2), 6);
+  // The segment edge is invisible: the output at position 7 (a fresh segment for "segment")
+  // differs from the segment-local mixer's, whose query there sees only itself.
+  auto seg = make_mixer(7, Update::deltanet, torch::kFloat64, 3, true, false);
+  {
+    auto src = m.named_parameters();
+    for (auto& p : seg.named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  State s2;
+  auto ys = seg.forward(x, s2, ctx);
+  EXPECT_LT(max_abs_diff(ys.narrow(1, 0, 7), y.narrow(1, 0, 7)), 1e-12);
+  EXPECT_GT(max_abs_diff(ys.narrow(1, 7, 1), y.narrow(1, 7, 1)), 1e-4);
+  ModelConfig c;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "update": "deltanet", "local": "window"})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "local", "token"});
 }
 
 TEST(DeltaNet, TokenReadIsTheCausalOutputOfTheRecurrence) {

@@ -28,6 +28,7 @@ const MixerCase kMixers[] = {
     {"infini_deltanet", R"({"type": "infini_attention", "segment": 16, "update": "deltanet", "chunk": 5})", true},
     {"infini_deltanet_odd", R"({"type": "infini_attention", "segment": 13, "update": "deltanet", "detach_every": 2})", true},
     {"infini_deltanet_token", R"({"type": "infini_attention", "segment": 11, "update": "deltanet", "read": "token", "chunk": 4})", true},
+    {"infini_deltanet_window", R"({"type": "infini_attention", "segment": 12, "update": "deltanet", "read": "token", "local": "window", "chunk": 5, "detach_every": 1})", true},
     {"infini_detach", R"({"type": "infini_attention", "segment": 7, "detach_every": 2, "gate_init": 1.5})", true},
     {"megalodon", R"({"type": "megalodon", "z_dim": 16, "v_dim": 32, "chunk": 16, "groups": 4, "ndim": 4})", true},
     {"bswa", R"({"type": "bswa", "block": 16, "memory_blocks": 2})", true},

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "mixers/projections.h"
+#include "nn/attention.h"
 
 namespace longctx {
 
@@ -31,6 +32,11 @@ InfiniAttentionOptions InfiniAttentionOptions::parse(Fields& f, int64_t d_model,
   f.check(read == "segment" || read == "token", "read", read, "must be \"segment\" or \"token\"");
   f.check(read == "segment" || o.update == Update::deltanet, "read", read, "\"token\" needs \"update\": \"deltanet\"");
   o.token_read = read == "token";
+  auto local = f.get<std::string>("local", "segment");
+  f.check(local == "segment" || local == "window", "local", local, "must be \"segment\" or \"window\"");
+  f.check(local == "segment" || o.token_read, "local", local,
+          "\"window\" needs \"update\": \"deltanet\" and \"read\": \"token\"");
+  o.window_local = local == "window";
   o.rope = rope;
   return o;
 }
@@ -152,8 +158,41 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   auto z = dnet ? torch::Tensor() : state.at("z");
   LCX_CHECK(M.size(0) == B, "infini_attention: state has batch ", M.size(0), ", input has ", B);
 
-  // The partial segment (SegmentBuffer: fixed buffers without autograd, exact tensors with it).
   const bool graph = torch::GradMode::is_enabled();
+  const double scale = 1.0 / std::sqrt(double(d));
+  auto gate = torch::sigmoid(memory_gate).to(dt).view({1, H, 1, 1});
+  if (o_.window_local) {
+    // Local path: the last N tokens (KVCache bounded to N - 1 between calls), any chunking.
+    const int64_t cached = KVCache::length(state, "");
+    auto kv = KVCache::append(state, "", kr, v);
+    AttentionOptions ao;
+    ao.window = N;
+    ao.scale = scale;
+    auto a_dot = attention(qr, kv.first, kv.second, pos, torch::arange(pos0 - cached, pos0 + T, torch::kInt64), ao);
+    // The memory token by token; detach_every k cuts the graph at every multiple of k * N tokens.
+    const int64_t period = graph && o_.detach_every > 0 ? N * o_.detach_every : 0;
+    std::vector<torch::Tensor> reads;
+    auto vm = v.to(mdt);
+    auto bm = wb.squeeze(-1);
+    for (int64_t t = 0; t < T;) {
+      const int64_t len = period ? std::min(T - t, period - (pos0 + t) % period) : T - t;
+      auto r = deltanet_scan(M, sq.narrow(2, t, len), sk.narrow(2, t, len), vm.narrow(2, t, len), bm.narrow(2, t, len),
+                             o_.chunk);
+      reads.push_back(r.first);
+      M = r.second;
+      if (period && (pos0 + t + len) % period == 0) M = M.detach();
+      t += len;
+    }
+    auto a_mem = (reads.size() == 1 ? reads[0] : torch::cat(reads, 2)).to(dt);
+    auto y = o_.read_memory ? gate * a_mem + (1 - gate) * a_dot : (1 - gate) * a_dot;
+    KVCache::keep_last(state, "", std::min<int64_t>(N - 1, pos0 + T));
+    state.set("M", M);
+    state.set_counter("fill", (pos0 + T) % N);
+    state.set_counter("pos", pos0 + T);
+    return o_proj(y.transpose(1, 2).reshape({B, T, H * d}));
+  }
+
+  // The partial segment (SegmentBuffer: fixed buffers without autograd, exact tensors with it).
   const bool token_read = dnet && o_.token_read;  // memory written as tokens arrive: no features held
   std::vector<std::string> names = {"k", "v"};
   std::vector<torch::Tensor> per_token = {kr, v};
@@ -162,8 +201,6 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   SegmentBuffer held(state, names, N);
   held.reserve(per_token, fill);
 
-  const double scale = 1.0 / std::sqrt(double(d));
-  auto gate = torch::sigmoid(memory_gate).to(dt).view({1, H, 1, 1});
   std::vector<torch::Tensor> outs;
   int64_t updates = pos0 / N;
   for (int64_t t = 0; t < T;) {

@@ -44,6 +44,10 @@ struct InfiniAttentionOptions {
   // each token reads it after its own write, o_t = phi(q_t)^T M_t, so a key one token back is in
   // memory too; M is written as tokens arrive.
   bool token_read = false;
+  // The local softmax path. "segment" (Infini-attention's): causal within segments of N tokens.
+  // "window" (needs deltanet and read "token"): every token sees the last N tokens, so a
+  // segment edge never cuts the question from its answer; the memory holds everything.
+  bool window_local = false;
   int64_t detach_every = 0;   // training: detach M, z after every k-th update (0 = never)
   double gate_init = 0.0;     // beta at initialisation (sigmoid 0.5)
   double eps = 1e-6;          // denominator guard
