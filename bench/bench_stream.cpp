@@ -107,9 +107,12 @@ int main(int argc, char** argv) {
       c.mixer["type"] = "infini_attention";
       c.mixer["segment"] = segment;
       if (ruled) c.mixer["update"] = mixer.substr(17);
-      if (ruled && c.mixer["update"] != "deltanet") c.mixer.erase("chunk");
+      if (ruled && c.mixer["update"] != "deltanet")
+        for (auto f : {"chunk", "read", "local"}) c.mixer.erase(f);  // DeltaNet's options only
       label = "infini_attention (segment " + std::to_string(segment) + ", " +
-              c.mixer.value("update", std::string("delta")) + ")";
+              c.mixer.value("update", std::string("delta")) +
+              (c.mixer.value("local", std::string("segment")) == "window" ? ", window, token read" :
+               c.mixer.value("read", std::string("segment")) == "token" ? ", token read" : "") + ")";
     } else if (mixer.rfind("activation_beacon@", 0) == 0 && base.mixer_type() == "activation_beacon") {
       // The config's beacons at one ratio: activation_beacon@8.
       c.mixer = base.mixer;

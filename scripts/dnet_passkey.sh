@@ -3,32 +3,38 @@
 # Infini-attention mixer with DeltaNet's memory ("update": "deltanet") trained in stages, each
 # from the previous one's weights, with the pass and kill criteria written beside each stage.
 #
-#   early  configs/dnet-passkey-early.json: models/infini-passkey (linear rule) fine-tuned with the
-#          new rule for 2M tokens, scored at 500 / 2000 / 8000. On track when 2000 and 8000 hold
-#          >= 0.8 x the 500 figure; below 0.5 the diagnosis or the code is wrong.
-#   A      configs/dnet-passkey-a.json: local copying from scratch (short packed prompts, one
-#          512-token segment so the memory is never read, gates frozen). Pass: answer loss <= 0.3.
-#          Kill: above 1.0 at the end (the copy circuit is the problem).
-#   B      configs/dnet-passkey-b.json from A: segments of 256, prompts of 300-1000 tokens, 25% of
-#          answers or keys at a segment boundary, half the keys with distinct digits, gates at
+#   early  configs/dnet-passkey-early.json: models/infini-passkey-linear (the linear-rule model
+#          this recipe replaced) fine-tuned with the new rule for 2M tokens, scored at 500 / 2000 /
+#          8000. On track when 2000 and 8000 hold >= 0.8 x the 500 figure; below 0.5 the
+#          diagnosis or the code is wrong.
+#   A      (optional, not in the default chain) configs/dnet-passkey-a.json: local copying from
+#          scratch (short packed prompts, one 512-token segment, gates frozen). Pass: answer loss
+#          <= 0.3; kill above 1.0. With A in STAGES, B starts from A instead of early.
+#   B      configs/dnet-passkey-b.json from early: segments of 256, prompts of 300-1000 tokens,
+#          25% of answers or keys at a segment edge, half the keys with distinct digits, gates at
 #          lr x 30 without weight decay. Pass: >= 90% at 1000 and 4000 >= 0.9 x the 1000 figure.
-#   C      configs/dnet-passkey-c.json from B, then from each previous stage: the longest prompt
-#          2K -> 4K -> 8K -> 16K, truncated back-propagation over 4096-token windows, a quarter of
-#          the steps starting from the previous step's carried state. Pass each: >= 90% at the
-#          stage's maximum and at twice it.
+#   W      B's data with the local path over a sliding window and the memory read token by token
+#          ("local": "window", "read": "token"), 400 steps from B. Pass: >= 90% at 1024 and at 4096
+#          (a prompt ending on a segment edge, where B's model fails).
+#   C      configs/dnet-passkey-c.json from W, then from each previous stage, with W's mixer: the
+#          longest prompt 2K -> 4K -> 8K -> 16K, truncated back-propagation over 4096-token
+#          windows, a quarter of the steps starting from the previous step's carried state. Pass
+#          each: >= 90% at the stage's maximum and at twice it.
 #
 # Every stage logs passkey accuracy at its maximum and twice it, the memory's norm and the mean
 # write strength on key digits vs filler (log.jsonl "passkey" and "probe"); the verdicts go to
 # $OUT/stages.jsonl. The script resumes: finished stages are skipped, a killed one continues from
 # its checkpoint. A stage that fails its criterion stops the recipe (exit 3) unless
 # CONTINUE_ON_FAIL=1. Environment: LONGCTX, OUT (runs/dnet-passkey), THREADS (2), STAGES (the
-# stages to run, default "early A B C2048 C4096 C8192 C16384"), B_FROM (stage B from another
-# model, into $OUT/B-from-NAME; the C stages then follow it).
+# stages to run, default "early B W C2048 C4096 C8192 C16384"), B_FROM (stage B from another
+# model, into $OUT/B-from-NAME; the C stages then follow it), C_FROM (the first C stage's start
+# when W is not among STAGES; default $OUT/W).
 set -euo pipefail
 LONGCTX=${LONGCTX:-build/longctx}
 OUT=${OUT:-runs/dnet-passkey}
 THREADS=${THREADS:-2}
-STAGES=${STAGES:-"early A B C2048 C4096 C8192 C16384"}
+STAGES=${STAGES:-"early B W C2048 C4096 C8192 C16384"}
+WINDOW=(--set model.mixer.read=token --set model.mixer.local=window)
 mkdir -p "$OUT"
 . "$(dirname "$0")/train_arm.sh"
 
@@ -54,6 +60,9 @@ if stage == "early":
 elif stage == "A":
     ok = ans <= 0.3
     why = "answer loss <= 0.3 (kill above 1.0)"
+elif stage == "W":
+    ok = all(acc[L] >= 0.9 for L in Ls)
+    why = ">= 90%% at %s" % " and ".join(map(str, Ls))
 elif stage == "B":
     ok = acc[Ls[0]] >= 0.9 and acc[Ls[-1]] >= 0.9 * acc[Ls[0]]
     why = ">= 90%% at %d and %d >= 0.9 x that" % (Ls[0], Ls[-1])
@@ -89,15 +98,18 @@ for s in $STAGES; do
     A) run_stage A "$OUT/A" --config configs/dnet-passkey-a.json; prev="$OUT/A" ;;
     B)
       # B_FROM: start stage B from another model (a variant: e.g. the early check's fine-tune).
-      from=${B_FROM:-${prev:-$OUT/A}}
+      from=${B_FROM:-${prev:-$OUT/early}}
       dir="$OUT/B"
       [ -n "${B_FROM:-}" ] && dir="$OUT/B-from-$(basename "$B_FROM")"
       run_stage B "$dir" --config configs/dnet-passkey-b.json --set "train.init_from=$from"
       prev=$dir ;;
+    W) run_stage W "$OUT/W" --config configs/dnet-passkey-b.json --set "train.init_from=${prev:-$OUT/B}" "${WINDOW[@]}" \
+         --set 'data.passkey.eval_lengths=[1024,4096]' --set train.steps=400 --set train.eval_every=100
+       prev="$OUT/W" ;;
     C*)
       L=${s#C}
       case $L in 2048) steps=300 ;; 4096) steps=200 ;; 8192) steps=120 ;; *) steps=80 ;; esac
-      run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-$OUT/B}" \
+      run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-${C_FROM:-$OUT/W}}" "${WINDOW[@]}" \
         --set "data.seq_len=$((L + 256))" --set "data.passkey.max_length=$L" \
         --set "data.passkey.eval_lengths=[$L,$((2 * L))]" --set "train.steps=$steps" --set "train.tbptt=4096"
       prev="$OUT/$s" ;;

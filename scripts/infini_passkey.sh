@@ -58,11 +58,11 @@ for arm in delta linear sliding-window; do
     fi
   done
 done
-# The long evaluation of the arm checked in as models/infini-passkey (LONG_ARM).
+# The long evaluation of the arm checked in as models/infini-passkey-linear (LONG_ARM).
 LONG_ARM=${LONG_ARM:-linear}
 if [ ! -f "$OUT/$LONG_ARM/passkey/summary.json" ]; then
   "$LONGCTX" --threads $((THREADS * 2)) eval passkey --model "$OUT/$LONG_ARM" --lengths "$LONG_LENGTHS" \
     --depths 0,25,50,75,100 --samples "$LONG_SAMPLES" --seed "$SEED" --out "$OUT/$LONG_ARM/passkey"
 fi
 echo "passkey: $OUT/{delta,linear,sliding-window}/passkey-{short,aligned} and $OUT/$LONG_ARM/passkey"
-echo "check in: $LONGCTX export --model $OUT/$LONG_ARM --out models/infini-passkey --dtype F16"
+echo "check in: $LONGCTX export --model $OUT/$LONG_ARM --out models/infini-passkey-linear --dtype F16"

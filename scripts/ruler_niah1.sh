@@ -5,11 +5,11 @@
 # 16 rows x 768 tokens per step, seed 0:
 #   full          the mixture's full-attention model (0.87M parameters) from scratch, 800 steps
 #                 (9.8M tokens): does the task alone, densely taught, get learned?
-#   from-passkey  the passkey recipe's checked-in model (models/infini-passkey, 0.67M, which
+#   from-passkey  the passkey recipe's checked-in model (models/infini-passkey-linear, 0.67M, which
 #                 already copies a key out of a few hundred tokens), 300 steps (3.7M tokens): the
 #                 positive control for the harness and the training rows.
 # Then RULER niah_single_1 at 768, 1536 and 4096 tokens, SAMPLES per length, seed 0, for both, for
-# models/infini-passkey before fine-tuning and for the mixture's full-attention arm
+# models/infini-passkey-linear before fine-tuning and for the mixture's full-attention arm
 # (runs/ruler-mix/full, if trained), all on the same samples.
 # Resumes; skips what is complete. Environment: LONGCTX, OUT, MIX, THREADS, SAMPLES.
 set -euo pipefail
@@ -33,14 +33,14 @@ eval_one() {
 }
 eval_one "$OUT/full" "$OUT/full/ruler"
 eval_one "$OUT/from-passkey" "$OUT/from-passkey/ruler"
-eval_one models/infini-passkey "$OUT/passkey-model-ruler"
+eval_one models/infini-passkey-linear "$OUT/passkey-model-ruler"
 dirs=("$OUT/full/ruler" "$OUT/from-passkey/ruler" "$OUT/passkey-model-ruler")
-labels=("full attention: niah_single_1 alone" "models/infini-passkey + niah_single_1" "models/infini-passkey as it is")
+labels=("full attention: niah_single_1 alone" "models/infini-passkey-linear + niah_single_1" "models/infini-passkey-linear as it is")
 if [ -f "$MIX/full/DONE" ]; then
   eval_one "$MIX/full" "$OUT/mix-full-ruler"
   dirs+=("$OUT/mix-full-ruler") && labels+=("full attention: the mixture")
 fi
 join() { local IFS=,; echo "$*"; }
 "$LONGCTX" compare --ruler "$(join "${dirs[@]}")" --labels "$(join "${labels[@]}")"
-"$LONGCTX" compare --runs "$OUT/full,$OUT/from-passkey" --labels "full attention from scratch,from models/infini-passkey" \
+"$LONGCTX" compare --runs "$OUT/full,$OUT/from-passkey" --labels "full attention from scratch,from models/infini-passkey-linear" \
   --metric answer_loss --title "niah_single_1 alone: answer loss (nats per answer token)" --out "$OUT/answer-loss.svg"

@@ -168,6 +168,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
     AttentionOptions ao;
     ao.window = N;
     ao.scale = scale;
+    ao.q_block = std::max<int64_t>(16, std::min<int64_t>(64, N / 4));  // a block's keys: N + q_block, not 2N
     auto a_dot = attention(qr, kv.first, kv.second, pos, torch::arange(pos0 - cached, pos0 + T, torch::kInt64), ao);
     // The memory token by token; detach_every k cuts the graph at every multiple of k * N tokens.
     const int64_t period = graph && o_.detach_every > 0 ? N * o_.detach_every : 0;
