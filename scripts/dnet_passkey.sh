@@ -60,13 +60,10 @@ if stage == "early":
 elif stage == "A":
     ok = ans <= 0.3
     why = "answer loss <= 0.3 (kill above 1.0)"
-elif stage == "W":
-    ok = all(acc[L] >= 0.9 for L in Ls)
-    why = ">= 90%% at %s" % " and ".join(map(str, Ls))
 elif stage == "B":
     ok = acc[Ls[0]] >= 0.9 and acc[Ls[-1]] >= 0.9 * acc[Ls[0]]
     why = ">= 90%% at %d and %d >= 0.9 x that" % (Ls[0], Ls[-1])
-else:
+else:  # W and the C stages
     ok = all(acc[L] >= 0.9 for L in Ls)
     why = ">= 90%% at %s" % " and ".join(map(str, Ls))
 rec = {"stage": stage, "step": last["step"], "passkey": acc, "answer_loss": round(ans, 4),

@@ -138,6 +138,33 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
   return torch::matmul(y.view({B, T, H * d}), m.o_proj->weight.t());
 }
 
+// Copies every parameter of `from` into the same-named parameter of `to` (no gradient).
+void copy_params(torch::nn::Module& from, torch::nn::Module& to) {
+  torch::NoGradGuard ng;
+  auto src = from.named_parameters();
+  for (auto& p : to.named_parameters()) p.value().copy_(src[p.key()]);
+}
+
+// Analytic gradients `grad` of `loss` at `x` against central finite differences (h = 1e-6,
+// float64), at every `stride`-th entry.
+template <class Loss>
+void expect_grad_matches_fd(const torch::Tensor& x, const torch::Tensor& grad, Loss&& loss, int64_t stride,
+                            const std::string& what) {
+  auto flat = x.detach().view({-1});
+  auto gf = grad.view({-1});
+  torch::NoGradGuard ng;
+  for (int64_t i = 0; i < flat.numel(); i += stride) {
+    double x0 = flat[i].item<double>(), h = 1e-6;
+    flat[i] = x0 + h;
+    double lp = loss().template item<double>();
+    flat[i] = x0 - h;
+    double lm = loss().template item<double>();
+    flat[i] = x0;
+    double fd = (lp - lm) / (2 * h);
+    EXPECT_NEAR(gf[i].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd))) << what << "[" << i << "]";
+  }
+}
+
 using Update = InfiniAttentionOptions::Update;
 
 InfiniAttentionMixer make_mixer(int64_t segment, Update update, torch::Dtype dt = torch::kFloat64, int64_t chunk = 64,
@@ -168,10 +195,7 @@ TEST(InfiniAttention, MatchesFloat64PlainLoopReferenceForBothUpdateRules) {
     EXPECT_LT(max_abs_diff(y, ref), 1e-10) << (delta ? "delta" : "linear");
     // Float32 compute (memory in float32) within float tolerance of the float64 reference.
     auto m32 = make_mixer(7, delta ? Update::delta : Update::linear);
-    {
-      auto src = m.named_parameters();
-      for (auto& p : m32.named_parameters()) p.value().copy_(src[p.key()]);
-    }
+    copy_params(m, m32);
     m32.to(torch::kFloat32);
     State s32;
     auto y32 = m32.forward(x.to(torch::kFloat32), s32, ctx);
@@ -239,11 +263,7 @@ TEST(InfiniAttention, BackPropagatesThroughMemoryAcrossSegmentsUnlessDetached) {
     InfiniAttentionOptions o = m.options();
     o.detach_every = detach;
     InfiniAttentionMixer md(o);
-    {
-      torch::NoGradGuard ng;
-      auto src = m.named_parameters();
-      for (auto& p : md.named_parameters()) p.value().copy_(src[p.key()]);
-    }
+    copy_params(m, md);
     auto x = torch::randn({1, 12, 16}).requires_grad_(true);
     State s;
     StepContext ctx;
@@ -289,10 +309,7 @@ TEST(InfiniAttention, MemoryAblationLeavesTheGatedLocalAttentionOfEachSegment) {
   InfiniAttentionOptions o = m.options();
   o.read_memory = false;
   InfiniAttentionMixer ablated(o);
-  {
-    auto src = m.named_parameters();
-    for (auto& p : ablated.named_parameters()) p.value().copy_(src[p.key()]);
-  }
+  copy_params(m, ablated);
   ablated.to(torch::kFloat64);
   auto x = torch::randn({2, 12, 16}, torch::kFloat64);
   StepContext ctx;
@@ -411,10 +428,7 @@ TEST(DeltaNet, MixerMatchesFloat64PlainLoopReferenceWithoutNormaliser) {
     EXPECT_LT(max_abs_diff(rec[0]["beta"], torch::sigmoid(m.beta_proj(x)).transpose(1, 2)), 1e-12);
     // Float32 compute, float32 memory.
     auto m32 = make_mixer(7, Update::deltanet, torch::kFloat64, chunk, token_read);
-    {
-      auto src = m.named_parameters();
-      for (auto& p : m32.named_parameters()) p.value().copy_(src[p.key()]);
-    }
+    copy_params(m, m32);
     m32.to(torch::kFloat32);
     State s32;
     StepContext c32;
@@ -437,52 +451,24 @@ TEST(DeltaNet, GradientsMatchCentralFiniteDifferences) {
     return (deltanet_memory_update(M0, deltanet_feature(kraw), v, torch::sigmoid(braw), 4) * R).sum();
   };
   loss().backward();
-  for (auto* p : {&kraw, &v, &braw, &M0}) {
-    auto g = p->grad().clone();
-    auto flat = p->detach().view({-1});
-    auto gf = g.view({-1});
-    torch::NoGradGuard ng;
-    for (int64_t i = 0; i < flat.numel(); ++i) {
-      double x0 = flat[i].item<double>(), h = 1e-6;
-      flat[i] = x0 + h;
-      double lp = loss().item<double>();
-      flat[i] = x0 - h;
-      double lm = loss().item<double>();
-      flat[i] = x0;
-      double fd = (lp - lm) / (2 * h);
-      EXPECT_NEAR(gf[i].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd)));
-    }
-  }
+  for (auto* p : {&kraw, &v, &braw, &M0}) expect_grad_matches_fd(*p, p->grad().clone(), loss, 1, "update input");
   // The whole mixer, segments of 5 over 17 tokens (three memory updates): sampled entries of every
   // parameter, the write-strength projection and the gate included.
   for (int mode : {0, 1, 2}) {
-  const bool token_read = mode > 0;
-  auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, token_read, mode == 2);
-  auto x = torch::randn({1, 17, 16}, torch::kFloat64);
-  auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
-  auto mloss = [&] {
-    State s;
-    StepContext ctx;
-    return (m.forward(x, s, ctx) * Ry).sum();
-  };
-  m.zero_grad();
-  mloss().backward();
-  for (auto& item : m.named_parameters()) {
-    auto flat = item.value().detach().view({-1});
-    auto gf = item.value().grad().view({-1});
-    torch::NoGradGuard ng;
-    for (int64_t i = 0; i < flat.numel(); i += std::max<int64_t>(1, flat.numel() / 7)) {
-      double x0 = flat[i].item<double>(), h = 1e-6;
-      flat[i] = x0 + h;
-      double lp = mloss().item<double>();
-      flat[i] = x0 - h;
-      double lm = mloss().item<double>();
-      flat[i] = x0;
-      double fd = (lp - lm) / (2 * h);
-      EXPECT_NEAR(gf[i].item<double>(), fd, 1e-6 * std::max(1.0, std::abs(fd)))
-          << item.key() << "[" << i << "] token_read " << token_read;
-    }
-  }
+    const bool token_read = mode > 0;
+    auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, token_read, mode == 2);
+    auto x = torch::randn({1, 17, 16}, torch::kFloat64);
+    auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
+    auto mloss = [&] {
+      State s;
+      StepContext ctx;
+      return (m.forward(x, s, ctx) * Ry).sum();
+    };
+    m.zero_grad();
+    mloss().backward();
+    for (auto& item : m.named_parameters())
+      expect_grad_matches_fd(item.value(), item.value().grad(), mloss, std::max<int64_t>(1, item.value().numel() / 7),
+                             item.key() + " mode " + std::to_string(mode));
   }
 }
 
@@ -504,10 +490,7 @@ TEST(DeltaNet, WindowLocalPathMatchesFloat64ReferenceAndIgnoresSegmentEdges) {
   // The segment edge is invisible: the output at position 7 (a fresh segment for "segment")
   // differs from the segment-local mixer's, whose query there sees only itself.
   auto seg = make_mixer(7, Update::deltanet, torch::kFloat64, 3, true, false);
-  {
-    auto src = m.named_parameters();
-    for (auto& p : seg.named_parameters()) p.value().copy_(src[p.key()]);
-  }
+  copy_params(m, seg);
   State s2;
   auto ys = seg.forward(x, s2, ctx);
   EXPECT_LT(max_abs_diff(ys.narrow(1, 0, 7), y.narrow(1, 0, 7)), 1e-12);

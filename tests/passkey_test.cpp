@@ -128,6 +128,12 @@ TEST(Passkey, GrowingStateBeyondTheBudgetIsSkippedWithAReason) {
   EXPECT_NE(cells[1].status.find("budget"), std::string::npos);
 }
 
+// Row r of a training batch's inputs, decoded.
+std::string row_text(const Tokenizer& tok, const Batch& b, int64_t r) {
+  auto x = b.x[r].contiguous();
+  return tok.decode(std::vector<int64_t>(x.data_ptr<int64_t>(), x.data_ptr<int64_t>() + x.numel()));
+}
+
 TEST(Passkey, TrainingRowsMaskTheKeyWeighTheAnswerAndFollowTheCurriculum) {
   ByteTokenizer tok;
   TokenStream text = letters();
@@ -150,8 +156,7 @@ TEST(Passkey, TrainingRowsMaskTheKeyWeighTheAnswerAndFollowTheCurriculum) {
   auto again = tb.get(60, 0);
   EXPECT_TRUE(torch::equal(b.x, again.x)) << "a batch depends only on (seed, step, micro)";
   for (int64_t r = 0; r < 4; ++r) {
-    std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 512);
-    std::string s = tok.decode(row);
+    std::string s = row_text(tok, b, r);
     auto at = s.find(PasskeyText::ask);
     ASSERT_NE(at, std::string::npos) << s;
     EXPECT_LE(int64_t(at + std::string(PasskeyText::ask).size()), tb.max_prompt_length(60));
@@ -180,8 +185,7 @@ TEST(Passkey, PackedRowsHoldSeveralPromptsEachWithItsWeightedAnswer) {
   TrainBatches tb(d, text, tok, 2, 3);
   auto b = tb.get(0, 0);
   for (int64_t r = 0; r < 2; ++r) {
-    std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 2048);
-    std::string s = tok.decode(row);
+    std::string s = row_text(tok, b, r);
     int asks = 0;
     for (size_t at = s.find(PasskeyText::ask); at != std::string::npos; at = s.find(PasskeyText::ask, at + 1)) {
       ++asks;
@@ -216,8 +220,7 @@ TEST(Passkey, BoundaryRowsPutTheAnswerOrTheKeyNextToASegmentEdge) {
   for (int64_t step = 0; step < 6; ++step) {
     auto b = tb.get(step, 0);
     for (int64_t r = 0; r < 8; ++r) {
-      std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 1024);
-      std::string s = tok.decode(row);
+      std::string s = row_text(tok, b, r);
       auto at = s.find(PasskeyText::ask);
       ASSERT_NE(at, std::string::npos);
       int64_t ans0 = int64_t(at + std::string(PasskeyText::ask).size());
@@ -236,8 +239,7 @@ TEST(Passkey, BoundaryRowsPutTheAnswerOrTheKeyNextToASegmentEdge) {
   for (int64_t step = 0; step < 6; ++step) {
     auto b = plain.get(step, 0);
     for (int64_t r = 0; r < 8; ++r) {
-      std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 1024);
-      std::string s = tok.decode(row);
+      std::string s = row_text(tok, b, r);
       int64_t ans0 = int64_t(s.find(PasskeyText::ask) + std::string(PasskeyText::ask).size());
       int64_t key0 = int64_t(s.find("The pass key is ") + 16);
       both += near(ans0) || near(key0);
@@ -269,8 +271,7 @@ TEST(Passkey, DistinctDigitKeysHaveNoRepeatedDigitAndNoLeadingZero) {
   TrainBatches tb(d, text, tok, 8, 7);
   auto b = tb.get(0, 0);
   for (int64_t r = 0; r < 8; ++r) {
-    std::vector<int64_t> row(b.x[r].data_ptr<int64_t>(), b.x[r].data_ptr<int64_t>() + 512);
-    std::string s = tok.decode(row);
+    std::string s = row_text(tok, b, r);
     auto k = std::to_string(first_integer(s.substr(s.find("The pass key is "))));
     EXPECT_EQ(std::set<char>(k.begin(), k.end()).size(), 5u) << k;
   }

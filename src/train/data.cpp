@@ -224,8 +224,8 @@ Batch TrainBatches::get(int64_t step, int64_t micro) const {
           return true;
         };
         auto align_key = [&] {  // moves the info within the noise (needs noise >= the offset)
-          const int64_t noise = len - fixed, first = base + (task ? int64_t(pk_.make(-1, 0.0, key, task).head.size()) : 0) +
-                                                    pk_.make(-1, 0.0, key, task).key_begin;
+          const auto parts = pk_.make(-1, 0.0, key, task);  // head (empty without the task) and info
+          const int64_t noise = len - fixed, first = base + int64_t(parts.head.size()) + parts.key_begin;
           int64_t n = noise > 0 ? std::llround(depth * double(noise)) : 0;
           n -= phase(first + n);
           if (n < 0) n += P;
