@@ -77,31 +77,50 @@ torch::Tensor deltanet_feature(const torch::Tensor& x) {
 }
 
 namespace {
-// The chunked delta rule; with q defined, also the causal outputs o_t = q_t^T M_t.
+// The chunked delta rule; with q defined, also the causal outputs o_t = q_t^T M_t. Everything that
+// does not depend on M (the triangular systems, the within-chunk scores) is computed for all
+// chunks at once; the loop over chunks holds two or three small products each. The tail is padded
+// with zero keys, values and strengths, which write nothing, and its outputs are dropped.
 torch::Tensor deltanet_chunks(torch::Tensor& M, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                               const torch::Tensor& beta, int64_t chunk) {
   LCX_CHECK(chunk > 0, "deltanet: chunk ", chunk, " must be > 0");
-  const int64_t T = k.size(2), dk = k.size(3), dv = v.size(3);
+  const int64_t B = k.size(0), H = k.size(1), T = k.size(2), dk = k.size(3), dv = v.size(3);
+  if (T == 0) return q.defined() ? torch::zeros({B, H, 0, dv}, v.options()) : torch::Tensor();
+  const int64_t C = std::min(chunk, T), n = (T + C - 1) / C, pad = n * C - T;
+  auto blocks = [&](const torch::Tensor& x) {  // [B,H,T,e] -> [B,H,n,C,e]
+    auto p = pad ? torch::constant_pad_nd(x, {0, 0, 0, pad}) : x;
+    return p.reshape({B, H, n, C, x.size(3)});
+  };
+  auto kc = blocks(k), vc = blocks(v), bc = blocks(beta.unsqueeze(-1));
+  auto bk = bc * kc;
+  // A_ij = b_i k_i.k_j below the diagonal; the solve takes I + A (unit diagonal implied).
+  auto A = torch::matmul(bk, kc.transpose(-2, -1)).tril(-1);
+  auto X = torch::linalg_solve_triangular(A, torch::cat({bk, bc * vc}, -1), /*upper=*/false, /*left=*/true,
+                                          /*unitriangular=*/true);
+  auto W = X.narrow(-1, 0, dk), U = X.narrow(-1, dk, dv);
+  auto kt = kc.transpose(-2, -1);
+  torch::Tensor WQ, QK;  // with outputs: [W; q] per chunk (one product with M), the causal q.k scores
+  if (q.defined()) {
+    auto qc = blocks(q);
+    WQ = torch::cat({W, qc}, -2);
+    QK = torch::matmul(qc, kt).tril(0);
+  }
   std::vector<torch::Tensor> outs;
-  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
-    const int64_t C = std::min(chunk, T - c0);
-    auto kc = k.narrow(2, c0, C), vc = v.narrow(2, c0, C);
-    auto bc = beta.narrow(2, c0, C).unsqueeze(-1);  // [B,H,C,1]
-    auto bk = bc * kc;
-    // A_ij = b_i k_i.k_j below the diagonal; the solve takes I + A (unit diagonal implied).
-    auto A = torch::matmul(bk, kc.transpose(-2, -1)).tril(-1);
-    auto X = torch::linalg_solve_triangular(A, torch::cat({bk, bc * vc}, -1), /*upper=*/false, /*left=*/true,
-                                            /*unitriangular=*/true);
-    auto W = X.narrow(-1, 0, dk), U = X.narrow(-1, dk, dv);
-    auto Up = U - torch::matmul(W, M);  // the values each token actually writes
+  outs.reserve(q.defined() ? n : 0);
+  for (int64_t i = 0; i < n; ++i) {
+    torch::Tensor Up;  // the values each token of the chunk actually writes
     if (q.defined()) {
-      auto qc = q.narrow(2, c0, C);
-      outs.push_back(torch::matmul(qc, M) + torch::matmul(torch::matmul(qc, kc.transpose(-2, -1)).tril(0), Up));
+      auto P = torch::matmul(WQ.select(2, i), M);
+      Up = U.select(2, i) - P.narrow(-2, 0, C);
+      outs.push_back(P.narrow(-2, C, C) + torch::matmul(QK.select(2, i), Up));
+    } else {
+      Up = U.select(2, i) - torch::matmul(W.select(2, i), M);
     }
-    M = M + torch::matmul(kc.transpose(-2, -1), Up);
+    M = M + torch::matmul(kt.select(2, i), Up);
   }
   if (outs.empty()) return {};
-  return outs.size() == 1 ? outs[0] : torch::cat(outs, 2);
+  auto O = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);
+  return pad ? O.narrow(2, 0, T) : O;
 }
 }  // namespace
 
