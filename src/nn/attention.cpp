@@ -1,5 +1,6 @@
 #include "nn/attention.h"
 
+#include <array>
 #include <cmath>
 
 #include "util/error.h"
@@ -51,6 +52,8 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   int64_t n_sinkk = 0;
   if (o.window > 0 && o.n_sink > 0) n_sinkk = std::lower_bound(kpp, kpp + Tk, o.n_sink) - kpp;
   std::vector<torch::Tensor> outs;
+  torch::Tensor bias_cache;
+  std::array<int64_t, 3> cache_key{};
   for (int64_t i0 = 0; i0 < Tq; i0 += o.q_block) {
     int64_t n = std::min(o.q_block, Tq - i0);
     int64_t pmin = qpp[i0], pmax = qpp[i0 + n - 1];
@@ -74,7 +77,18 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
       vb = v.narrow(2, lo, hi - lo);
       kpb = kp.narrow(0, lo, hi - lo);
     }
-    auto bias = mask_bias(visible(qp.narrow(0, i0, n), kpb, o), q.scalar_type());
+    // With contiguous positions (no sinks split off) the mask depends only on the block's offset
+    // and sizes: blocks of a long sliding-window call share one bias.
+    const bool regular = ns == 0 && qpp[i0 + n - 1] - qpp[i0] == n - 1 && kpb.size(0) > 0 &&
+                         kpp[lo + kpb.size(0) - 1] - kpp[lo] == kpb.size(0) - 1;
+    const std::array<int64_t, 3> key{regular ? qpp[i0] - kpp[lo] : 0, n, kpb.size(0)};
+    torch::Tensor bias;
+    if (regular && bias_cache.defined() && key == cache_key) {
+      bias = bias_cache;
+    } else {
+      bias = mask_bias(visible(qp.narrow(0, i0, n), kpb, o), q.scalar_type());
+      if (regular) bias_cache = bias, cache_key = key;
+    }
     if (qsb.defined() && ns > 0) {
       // Sink keys are scored with q_sink: one GEMM per key group, one softmax over both.
       auto b1 = bias.narrow(1, 0, ns), b2 = bias.narrow(1, ns, kb.size(2) - ns);
