@@ -20,20 +20,25 @@
 #          longest prompt 2K -> 4K -> 8K -> 16K, truncated back-propagation over 4096-token
 #          windows, a quarter of the steps starting from the previous step's carried state. Pass
 #          each: >= 90% at the stage's maximum and at twice it.
+#   R      configs/dnet-passkey-r.json from the last C stage (or R_FROM): RULER's niah tasks
+#          (niah_single_1-3, niah_multikey_1; 512-8192 tokens) in 45% of rows beside 45% passkey
+#          prompts of 300-8192 tokens, so that the model meets RULER's template and haystacks.
+#          Pass: passkey still >= 90% at 8192 and 16384; RULER is scored after it (longctx ruler).
 #
 # Every stage logs passkey accuracy at its maximum and twice it, the memory's norm and the mean
 # write strength on key digits vs filler (log.jsonl "passkey" and "probe"); the verdicts go to
 # $OUT/stages.jsonl. The script resumes: finished stages are skipped, a killed one continues from
 # its checkpoint. A stage that fails its criterion stops the recipe (exit 3) unless
 # CONTINUE_ON_FAIL=1. Environment: LONGCTX, OUT (runs/dnet-passkey), THREADS (2), STAGES (the
-# stages to run, default "early B W C2048 C4096 C8192 C16384"), B_FROM (stage B from another
+# stages to run, default "early B W C2048 C4096 C8192 C16384 R"), B_FROM (stage B from another
 # model, into $OUT/B-from-NAME; the C stages then follow it), C_FROM (the first C stage's start
-# when W is not among STAGES; default $OUT/W).
+# when W is not among STAGES; default $OUT/W), R_FROM (stage R's start when no stage runs before it
+# in STAGES; default $OUT/C16384).
 set -euo pipefail
 LONGCTX=${LONGCTX:-build/longctx}
 OUT=${OUT:-runs/dnet-passkey}
 THREADS=${THREADS:-2}
-STAGES=${STAGES:-"early B W C2048 C4096 C8192 C16384"}
+STAGES=${STAGES:-"early B W C2048 C4096 C8192 C16384 R"}
 WINDOW=(--set model.mixer.read=token --set model.mixer.local=window)
 mkdir -p "$OUT"
 . "$(dirname "$0")/train_arm.sh"
@@ -110,6 +115,8 @@ for s in $STAGES; do
         --set "data.seq_len=$((L + 256))" --set "data.passkey.max_length=$L" \
         --set "data.passkey.eval_lengths=[$L,$((2 * L))]" --set "train.steps=$steps" --set "train.tbptt=4096"
       prev="$OUT/$s" ;;
+    R) run_stage R "$OUT/R" --config configs/dnet-passkey-r.json --set "train.init_from=${prev:-${R_FROM:-$OUT/C16384}}" "${WINDOW[@]}"
+       prev="$OUT/R" ;;
     *) echo "unknown stage $s"; exit 2 ;;
   esac
 done
