@@ -237,15 +237,23 @@ TEST(ActivationBeacon, TheRatioIsChosenByLengthAndKeptByTheStream) {
   model->forward(torch::randint(0, 256, {1, 5}, torch::kInt64), s2);
   EXPECT_EQ(s2.layers[1].counter("ratio"), 4);
 
-  // Training draws one ratio per sequence from the set, the same in every layer.
-  std::set<int64_t> drawn;
+  // Training draws one ratio per sequence from the set, the same in every layer; the draws
+  // advance in the run's memory (as the trainer keeps it), and without one each call draws as
+  // the first call of a run.
+  std::set<int64_t> drawn, fresh;
+  auto run = model->new_state();
   for (int i = 0; i < 30; ++i) {
+    auto f = model->new_state();
+    model->forward(torch::randint(0, 256, {2, 17}, torch::kInt64), f, /*training=*/true);
+    fresh.insert(f.layers[0].counter("ratio"));
     auto st = model->new_state();
+    st.run_memory = &run.layers;
     model->forward(torch::randint(0, 256, {2, 17}, torch::kInt64), st, /*training=*/true);
     EXPECT_EQ(st.layers[0].counter("ratio"), st.layers[1].counter("ratio"));
     drawn.insert(st.layers[0].counter("ratio"));
   }
   EXPECT_EQ(drawn, (std::set<int64_t>{2, 4, 8}));
+  EXPECT_EQ(fresh.size(), 1u);
 }
 
 TEST(ActivationBeacon, OnlyBeaconParametersReceiveGradientsWhenTheBaseIsFrozen) {

@@ -1,3 +1,5 @@
+#include <chrono>
+
 #include "model/config.h"
 #include "model/pretrained.h"
 #include "test_util.h"
@@ -60,6 +62,23 @@ TEST(Config, WrongTypesAndRangesNameTheField) {
   j = tiny();
   j["model"]["mixer"] = {{"type", "quantum"}};
   expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"'quantum'", "full_attention", "sliding_window"});
+}
+
+TEST(Config, ConfigsThatCannotFitAreRefusedBeforeAnyAllocation) {
+  // These would hang or die allocating; each is refused at once, naming the field or the size.
+  auto j = tiny();
+  j["model"]["n_layers"] = 999999999;
+  auto t0 = std::chrono::steady_clock::now();
+  expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"c.json", "'model.n_layers' = 999999999", "limit"});
+  j = tiny();
+  j["model"]["d_model"] = 1 << 20;
+  expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"'model.d_model'", "limit"});
+  j = tiny();
+  j["model"]["d_model"] = 32768;  // within the width limit: 4000 layers of it are ~80 TB of weights
+  j["model"]["n_layers"] = 4000;
+  j["model"]["n_heads"] = 64;
+  expect_error([&] { RunConfig::from_json(j, "c.json"); }, {"c.json", "weights would take", "n_layers 4000"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
 }
 
 TEST(Config, OverridesSetNestedFields) {

@@ -266,13 +266,16 @@ TEST(Fam, RandomStatePassingStartsFromThePreviousCallsFam) {
         R"({"type": "fam", "block": 4, "memory_blocks": 0, "fam_tokens": 2, "position_offset": false, "state_passing": )" +
         std::to_string(p) + "}"));
     auto a = torch::randint(0, 256, {2, 12}, torch::kInt64), b = torch::randint(0, 256, {2, 12}, torch::kInt64);
+    auto run = model->new_state();  // the run's memory, as the trainer keeps it between calls
     auto s1 = model->new_state();
+    s1.run_memory = &run.layers;
     model->forward(a, s1, true);
     auto s2 = model->new_state();
+    s2.run_memory = &run.layers;
     auto second = model->forward(b, s2, true);
     auto s3 = model->new_state();
     auto fresh = model->forward(b, s3, false);
-    auto passed = model->blocks[0]->mixer()->diagnostics()["state_passed"][0];
+    auto passed = model->blocks[0]->mixer()->diagnostics(run.layers[0])["state_passed"][0];
     // The passed FAM is the first example's, shared by the batch.
     auto f = s1.layers[1].at("fam");
     return std::make_tuple(max_abs_diff(second, fresh), passed, max_abs_diff(f[0], f[1]));

@@ -251,7 +251,7 @@ TEST(InfiniAttention, GateGradientIsNonZeroAndGatesAreLogged) {
   m.forward(x, s, ctx).pow(2).mean().backward();
   ASSERT_TRUE(m.memory_gate.grad().defined());
   EXPECT_GT(m.memory_gate.grad().abs().min().item<double>(), 0) << "every head's gate gets a gradient";
-  auto d = m.diagnostics();
+  auto d = m.diagnostics(State());
   ASSERT_EQ(d["gate"].size(), 2u);
   EXPECT_NEAR(d["gate"][0], 1.0 / (1.0 + std::exp(-m.memory_gate[0].item<double>())), 1e-6);
 }

@@ -154,6 +154,64 @@ TEST_P(MixerContract, StateRoundTripContinuesExactly) {
   EXPECT_TRUE(torch::equal(r1, r3));
 }
 
+TEST_P(MixerContract, CloneIsIndependentOfTheOriginalInBothDirections) {
+  // A clone fed other tokens (in other pieces, token by token too) leaves the original's
+  // continuation bit for bit what it is without the clone, and the other way round.
+  torch::NoGradGuard ng;
+  auto other = torch::randint(0, 256, {2, 60}, torch::kInt64);
+  auto feed_other = [&](ModelState& st) {
+    int64_t i = 0;
+    for (int64_t n : {1, 1, 13, 45}) model->forward(other.narrow(1, i, n), st), i += n;
+  };
+  auto ref = model->new_state();
+  run_chunks({70}, ref);
+  auto ref_rest = run_chunks({3, 77}, ref, 70);
+
+  auto a = model->new_state();
+  run_chunks({70}, a);
+  auto b = a.clone();
+  feed_other(b);  // the clone first, then the original
+  EXPECT_TRUE(torch::equal(run_chunks({3, 77}, a, 70), ref_rest));
+
+  auto c = model->new_state();
+  run_chunks({70}, c);
+  auto d = c.clone();
+  run_chunks({3, 77}, c, 70);  // the original first, then the clone
+  auto other_ref = model->new_state();
+  run_chunks({70}, other_ref);
+  feed_other(other_ref);
+  auto e = other_ref.clone();
+  feed_other(d);
+  EXPECT_EQ(d.tokens, e.tokens);
+  auto x = torch::randint(0, 256, {2, 5}, torch::kInt64);
+  EXPECT_TRUE(torch::equal(model->forward(x, d), model->forward(x, e)));
+}
+
+TEST_P(MixerContract, AFailedStepLeavesEveryLayerAsItWas) {
+  // The last layer's state is made unusable (every tensor one column short), so a step fails in
+  // that layer after the first has run. The step must leave the first layer (and the token
+  // count) as they were: repaired, the state continues exactly as one that never failed.
+  torch::NoGradGuard ng;
+  auto ref = model->new_state();
+  run_chunks({70}, ref);
+  auto st = ref.clone();
+  auto& last = st.layers.back();
+  int corrupted = 0;
+  for (auto& [name, t] : std::map<std::string, torch::Tensor>(last.tensors())) {
+    if (t.defined() && t.dim() >= 2 && t.size(-1) > 1) last.set(name, t.narrow(-1, 0, t.size(-1) - 1)), ++corrupted;
+  }
+  ASSERT_GT(corrupted, 0);
+  EXPECT_ANY_THROW(run_chunks({29}, st, 70));
+  EXPECT_EQ(st.tokens, 70);
+  for (auto& [name, t] : ref.layers[0].tensors()) {
+    ASSERT_TRUE(st.layers[0].has(name)) << name;
+    EXPECT_TRUE(torch::equal(st.layers[0].at(name), t)) << "layer 0 field '" << name << "' changed by a failed step";
+  }
+  EXPECT_EQ(st.layers[0].tensors().size(), ref.layers[0].tensors().size());
+  st.layers.back() = ref.layers.back().clone();
+  EXPECT_TRUE(torch::equal(run_chunks({29, 51}, st, 70), run_chunks({29, 51}, ref, 70)));
+}
+
 TEST_P(MixerContract, StateOfAnotherConfigIsRefusedByName) {
   torch::NoGradGuard ng;
   auto s = model->new_state();

@@ -41,7 +41,7 @@ int64_t BeaconOptions::choose(int64_t expected) const {
   return ratios.back();
 }
 
-BeaconMixer::BeaconMixer(AttentionMixerOptions a, BeaconOptions b) : AttentionMixer(a), b_(std::move(b)), rng_(b_.seed) {
+BeaconMixer::BeaconMixer(AttentionMixerOptions a, BeaconOptions b) : AttentionMixer(a), b_(std::move(b)) {
   LCX_CHECK(o_.n_kv_heads == 0 || o_.n_kv_heads == o_.n_heads, "activation_beacon: n_kv_heads (GQA) is not supported");
   LCX_CHECK(!o_.rope.interleaved, "activation_beacon: expects rotate-halves RoPE");
   // The beacons' projections, registered after the base's (which keep Hugging Face's names).
@@ -59,9 +59,9 @@ void BeaconMixer::hold_beacon_embedding(double init_std) {
   beacon_embed = register_parameter("beacon_embed", torch::randn({o_.d_model}) * init_std);
 }
 
-std::map<std::string, std::vector<double>> BeaconMixer::diagnostics() const {
+std::map<std::string, std::vector<double>> BeaconMixer::diagnostics(const State& run) const {
   if (!b_.beacons) return {};
-  return {{"ratio", {double(last_ratio_)}}};
+  return {{"ratio", {double(run.counter("ratio"))}}};
 }
 
 torch::Tensor beacon_visibility(int64_t m, int64_t l, int64_t alpha, const std::string& attend) {
@@ -118,15 +118,19 @@ torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepCon
     if (it != ctx.carry.end()) {
       alpha = it->second.item<int64_t>();
     } else {
-      if (ctx.training)
-        alpha = b_.ratios[std::uniform_int_distribution<size_t>(0, b_.ratios.size() - 1)(rng_)];
+      if (ctx.training) {
+        State call_local;  // a mixer called outside CausalLM: a memory that lasts this call
+        State& run = ctx.run_memory ? *ctx.run_memory : call_local;
+        const auto n = b_.ratios.size();
+        alpha = b_.ratios[std::min(n - 1, size_t(run.draw_uniform("ratio", b_.seed) * double(n)))];
+      }
       else
         alpha = b_.ratio > 0 ? b_.ratio : b_.choose(ctx.expected_tokens);
       ctx.carry["beacon.ratio"] = torch::tensor(alpha, torch::kInt64);
     }
     state.set_counter("ratio", alpha);
   }
-  last_ratio_ = alpha;
+  if (ctx.run_memory) ctx.run_memory->set_counter("ratio", alpha);
   const int64_t k_per = l / alpha;
 
   // Raw tokens: the base model's projections (one GEMM, as the base computes them).

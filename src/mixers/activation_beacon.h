@@ -35,7 +35,6 @@
 // it grows as tokens / alpha. Under autograd gradients flow through the memory into earlier
 // windows.
 #pragma once
-#include <random>
 
 #include "mixers/attention.h"
 
@@ -63,7 +62,7 @@ class BeaconMixer : public AttentionMixer {
   std::string kind() const override { return b_.beacons ? "activation_beacon" : AttentionMixer::kind(); }
   bool state_bounded() const override { return false; }
   void attach_layer(LayerFns fns) override { layer_ = std::move(fns); }
-  std::map<std::string, std::vector<double>> diagnostics() const override;
+  std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const override;
   const BeaconOptions& beacon_options() const { return b_; }
   // Layer 0 holds the learned beacon embedding [D]; the factory calls this once.
   void hold_beacon_embedding(double init_std);
@@ -81,8 +80,8 @@ class BeaconMixer : public AttentionMixer {
 
   BeaconOptions b_;
   LayerFns layer_;
-  std::mt19937_64 rng_;
-  int64_t last_ratio_ = 0;
+  // The training draws' counter and the last ratio ("ratio", diagnostics) live in the run
+  // memory (StepContext::run_memory), not here.
 };
 
 // Which keys the k = l / alpha beacon queries of a window see, as a table [k, m + l + k]

@@ -51,8 +51,7 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
           auto& k = state.at(name);
           auto kp = torch::arange(first_pos, first_pos + k.size(2), torch::kInt64);
           auto turned = rope.rotate(k, rope.angles(kp) - from.angles(kp), plan.attention / old.attention);
-          if (torch::GradMode::is_enabled() && k.requires_grad()) k = turned;
-          else k.copy_(turned);
+          k = turned;  // a new tensor: a snapshot of the state keeps the keys as they were
         };
         rerotate("sink_k", 0);
         rerotate("k", pos0 - (state.has("k") ? state.at("k").size(2) : 0));

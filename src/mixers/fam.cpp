@@ -31,7 +31,7 @@ FamOptions FamOptions::parse(Fields& f, int64_t d_model, int64_t n_heads, const 
   return o;
 }
 
-FamMixer::FamMixer(FamOptions o) : o_(o), rope_(o.rope), rng_(o.seed) {
+FamMixer::FamMixer(FamOptions o) : o_(o), rope_(o.rope) {
   LCX_CHECK(!o_.rope.interleaved, "fam: expects rotate-halves RoPE");
   dh_ = o_.d_model / o_.n_heads;
   register_qkvo(*this, o_.d_model, o_.d_model, o_.d_model, q_proj, k_proj, v_proj, o_proj);
@@ -43,9 +43,9 @@ void FamMixer::hold_initial_fam(double init_std) {
   fam_init = register_parameter("fam_init", torch::randn({o_.fam_tokens, o_.d_model}) * init_std);
 }
 
-std::map<std::string, std::vector<double>> FamMixer::diagnostics() const {
+std::map<std::string, std::vector<double>> FamMixer::diagnostics(const State& run) const {
   if (o_.fam_tokens == 0) return {};
-  return {{"state_passed", {last_passed_}}};
+  return {{"state_passed", {double(run.counter("state_passed"))}}};
 }
 
 std::pair<torch::Tensor, torch::Tensor> FamMixer::project(const torch::Tensor& x) const {
@@ -107,13 +107,19 @@ torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContex
 
   // Random position offset (training): drawn once per sequence by the first layer, kept in the
   // state so that a sequence fed in several calls keeps it.
+  State call_local;  // a mixer called outside CausalLM: a memory that lasts this call
+  State& run = ctx.run_memory ? *ctx.run_memory : call_local;  // draws, the passed FAM, diagnostics
   torch::Tensor offset = state.get("offset");
   if (!offset.defined() && ctx.training && o_.position_offset && pos0 == 0) {
     auto it = ctx.carry.find("fam.offset");
     if (it == ctx.carry.end()) {
-      auto u = torch::rand({B}, torch::kFloat64) * (2 * M_PI * 10000.0);
-      auto on = torch::rand({B}, torch::kFloat64).round();
-      offset = ctx.carry["fam.offset"] = (u * on).floor().to(torch::kInt64);
+      std::vector<int64_t> off(B);
+      for (auto& o : off) {
+        const double u = run.draw_uniform("offset", o_.seed) * (2 * M_PI * 10000.0);
+        const double on = std::round(run.draw_uniform("offset_on", o_.seed));
+        o = int64_t(std::floor(u * on));
+      }
+      offset = ctx.carry["fam.offset"] = torch::tensor(off, torch::kInt64);
     } else {
       offset = it->second;
     }
@@ -133,16 +139,16 @@ torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContex
       if (ctx.training && o_.state_passing > 0) {
         auto it = ctx.carry.find("fam.pass");
         if (it == ctx.carry.end()) {
-          pass = std::uniform_real_distribution<double>(0, 1)(rng_) < o_.state_passing && passed_.defined();
+          pass = run.draw_uniform("pass", o_.seed) < o_.state_passing && run.has("passed");
           ctx.carry["fam.pass"] = torch::tensor(int64_t(pass));
         } else {
           pass = it->second.item<int64_t>() != 0;
         }
-        LCX_CHECK(!pass || passed_.defined(), "fam: state passing without a FAM from the previous call");
+        LCX_CHECK(!pass || run.has("passed"), "fam: state passing without a FAM from the previous call");
       }
-      if (ctx.training) last_passed_ = pass;
+      if (ctx.training) run.set_counter("state_passed", pass ? 1 : 0);
       if (pass) {
-        fam = passed_.to(x.scalar_type()).expand({B, F, o_.d_model}).contiguous();
+        fam = run.at("passed").to(x.scalar_type()).expand({B, F, o_.d_model}).contiguous();
       } else {
         torch::Tensor f0;
         if (fam_init.defined()) {
@@ -216,7 +222,7 @@ torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContex
   if (F > 0) {
     state.set("fam", fam);
     state.set_counter("fam_fresh", fresh ? 1 : 0);
-    if (ctx.training) passed_ = fam.narrow(0, 0, 1).detach().clone();
+    if (ctx.training) run.set("passed", fam.narrow(0, 0, 1).detach().clone());
   }
   state.set_counter("pos", pos0 + T);
   return outs.size() == 1 ? outs[0] : torch::cat(outs, 1);

@@ -31,7 +31,6 @@
 // [B, F, D] and the offset: constant in the number of tokens seen. Under autograd gradients flow
 // through the cached blocks and through every FAM update of a call.
 #pragma once
-#include <random>
 
 #include "io/json_fields.h"
 #include "mixers/mixer.h"
@@ -59,7 +58,7 @@ class FamMixer : public Mixer {
   std::string kind() const override { return o_.fam_tokens > 0 ? "fam" : "bswa"; }
   bool state_bounded() const override { return true; }
   void attach_layer(LayerFns fns) override { layer_ = std::move(fns); }
-  std::map<std::string, std::vector<double>> diagnostics() const override;
+  std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const override;
   const FamOptions& options() const { return o_; }
   // Layer 0 holds the learned initial FAM (`fam_init`, [F, D]); the factory calls this once.
   void hold_initial_fam(double init_std);
@@ -86,9 +85,9 @@ class FamMixer : public Mixer {
   Rope rope_;
   int64_t dh_;
   LayerFns layer_;
-  torch::Tensor passed_;  // training: the first example's FAM at the end of the last call [1, F, D]
-  std::mt19937_64 rng_;
-  double last_passed_ = 0;  // diagnostics: 1 when the last training call started from passed_
+  // Nothing that changes while reading lives here. The run memory (StepContext::run_memory) holds
+  // the training draws' counters, "passed" (the first example's FAM at the end of the last
+  // training call, [1, F, D]) and "state_passed" (1 when the last training call started from it).
 };
 
 // The attention mask of one call, as a table [queries, keys] (true = visible). Keys are laid out

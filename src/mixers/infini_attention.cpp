@@ -52,7 +52,7 @@ InfiniAttentionMixer::InfiniAttentionMixer(InfiniAttentionOptions o) : o_(o), ro
   }
 }
 
-std::map<std::string, std::vector<double>> InfiniAttentionMixer::diagnostics() const {
+std::map<std::string, std::vector<double>> InfiniAttentionMixer::diagnostics(const State&) const {
   auto g = torch::sigmoid(memory_gate.detach().to(torch::kCPU, torch::kFloat64)).contiguous();
   return {{"gate", std::vector<double>(g.data_ptr<double>(), g.data_ptr<double>() + g.numel())}};
 }

@@ -62,7 +62,7 @@ class InfiniAttentionMixer : public Mixer {
   torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) override;
   std::string kind() const override { return "infini_attention"; }
   bool state_bounded() const override { return true; }
-  std::map<std::string, std::vector<double>> diagnostics() const override;
+  std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const override;
   const InfiniAttentionOptions& options() const { return o_; }
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};

@@ -33,6 +33,11 @@ struct StepContext {
   // When set, mixers that have per-token values worth inspecting (Infini-attention's DeltaNet
   // write strengths) append one map of detached tensors per call, in layer order.
   std::vector<std::map<std::string, torch::Tensor>>* record = nullptr;
+  // This layer's part of the memory a training run keeps between calls (never null inside
+  // CausalLM): the counters of a mixer's random draws, TransformerFAM's passed memory, the
+  // values diagnostics() reports. The trainer saves it with checkpoints, so a resumed run
+  // continues exactly; outside a trainer it is fresh per call.
+  State* run_memory = nullptr;
 };
 
 // The layer around a mixer, for mechanisms that pass rows of their own through the whole layer
@@ -48,8 +53,12 @@ class Mixer : public torch::nn::Module {
   virtual std::string kind() const = 0;
   // True when state.bytes() is independent of the number of tokens seen.
   virtual bool state_bounded() const = 0;
-  // Values worth logging during training (e.g. Infini-attention's gates), by name.
-  virtual std::map<std::string, std::vector<double>> diagnostics() const { return {}; }
+  // Values worth logging during training (e.g. Infini-attention's gates), by name, from the
+  // parameters and this layer's run memory (StepContext::run_memory).
+  virtual std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const {
+    (void)run_memory;
+    return {};
+  }
   // Called once by the block that holds the mixer; most mixers do not need it.
   virtual void attach_layer(LayerFns) {}
 };

@@ -1,6 +1,7 @@
 #include "mixers/state.h"
 
 #include "util/error.h"
+#include "util/hash.h"
 
 namespace longctx {
 
@@ -43,11 +44,29 @@ State State::clone() const {
   return s;
 }
 
+State State::snapshot() const {
+  State s;
+  s.t_ = t_;
+  return s;
+}
+
+double State::draw_uniform(const std::string& name, uint64_t seed) {
+  const std::string c = "draws." + name;
+  const int64_t n = counter(c);
+  set_counter(c, n + 1);
+  uint64_t z = seed ^ fnv1a(name);
+  z += 0x9e3779b97f4a7c15ull * uint64_t(n + 1);  // SplitMix64
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return double(z >> 11) * 0x1.0p-53;
+}
+
 namespace {
 // Appends x to c along dim 2. c may be a prefix view of a [B, H, cap, dh] buffer with spare
 // capacity (as this function leaves it); then x is copied into the spare rows. Otherwise a
-// buffer of twice the needed length is allocated. State copies are shallow: take a snapshot
-// with State::clone() before appending to two copies of one cache.
+// buffer of twice the needed length is allocated. Rows before len are never written: a
+// snapshot taken before the append still reads what it held.
 torch::Tensor append_rows(const torch::Tensor& c, const torch::Tensor& x) {
   int64_t B = c.size(0), H = c.size(1), len = c.size(2), dh = c.size(3), add = x.size(2);
   bool prefix_view = c.storage_offset() == 0 && c.stride(3) == 1 && c.stride(2) == dh &&
@@ -130,7 +149,13 @@ std::vector<torch::Tensor> SegmentBuffer::extend(int64_t fill, const std::vector
 
 int64_t SegmentBuffer::advance(int64_t fill, int64_t len, const std::vector<torch::Tensor>& seg) {
   if (fill + len == n_) {
-    clear_if_graph();
+    if (graph_) {
+      clear_if_graph();
+    } else {
+      // The next segment writes from slot 0: into fresh buffers, so that a snapshot holding this
+      // segment's first slots (a rollback point) keeps them.
+      for (auto& n : names_) s_.set(n, torch::zeros_like(s_.at(n)));
+    }
     return 0;
   }
   for (size_t i = 0; i < names_.size(); ++i) {

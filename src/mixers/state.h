@@ -12,8 +12,19 @@
 
 namespace longctx {
 
+// A State is a value: copies are explicit (clone(), a deep copy) so that two streams never
+// write into storage they share; moves are free. Mixers never write into storage a state
+// already holds as its content: appends go past the end of a cache, a completed segment gets
+// fresh buffers. So snapshot(), which shares the tensors, is a valid point to roll back to
+// when a step fails part way (CausalLM commits a step only when every layer succeeded).
 class State {
  public:
+  State() = default;
+  State(State&&) = default;
+  State& operator=(State&&) = default;
+  State(const State&) = delete;             // use clone()
+  State& operator=(const State&) = delete;  // use clone()
+
   bool has(const std::string& name) const { return t_.count(name) > 0; }
   torch::Tensor& at(const std::string& name);
   const torch::Tensor& at(const std::string& name) const;
@@ -29,6 +40,14 @@ class State {
   int64_t bytes() const;   // sum of tensor bytes
   void detach_();          // truncated back-propagation through time
   State clone() const;     // deep copy (explicit: the cost should be visible)
+  // Shares the tensors: a rollback point for the step that follows (see above), not a copy to
+  // feed.
+  State snapshot() const;
+
+  // The n-th uniform draw in [0, 1) of stream `name`, from a counter-based generator (SplitMix64
+  // of seed, name and n). The counter is a state field ("draws.<name>"), so a run continued from
+  // a saved state draws what the uninterrupted run drew.
+  double draw_uniform(const std::string& name, uint64_t seed);
   const std::map<std::string, torch::Tensor>& tensors() const { return t_; }
 
  private:
@@ -65,7 +84,7 @@ class SegmentBuffer {
   std::vector<torch::Tensor> extend(int64_t fill, const std::vector<torch::Tensor>& pieces) const;
   // Records that `len` tokens were added to the `fill` held (seg as extend returned it) and
   // returns the new fill: 0 when the segment completed (its tensors are then dropped under
-  // autograd; the fixed buffers are reused).
+  // autograd; without it the next segment gets fresh buffers, see State).
   int64_t advance(int64_t fill, int64_t len, const std::vector<torch::Tensor>& seg);
   // Drops the held tensors under autograd (after a call that ended on a segment boundary).
   void clear_if_graph();

@@ -24,6 +24,10 @@ struct ModelConfig {
   int64_t max_position_embeddings = 0;  // HF's field; 0 = unset (longrope's default factor uses it)
   nlohmann::json mixer = {{"type", "full_attention"}};
 
+  static constexpr int64_t kMaxLayers = 4096, kMaxWidth = 65536;  // checked by from_json
+  // The parameter count of the standard layout's dominant terms (embeddings, attention and
+  // feed-forward matrices), for refusing configs that cannot fit before anything is allocated.
+  double approx_parameters() const;
   int64_t ffn_dim() const { return d_ff > 0 ? d_ff : ((8 * d_model / 3 + 31) / 32) * 32; }
   std::string mixer_type() const { return mixer.value("type", "full_attention"); }
   nlohmann::json to_json() const;

@@ -109,10 +109,35 @@ torch::Tensor CausalLMImpl::hidden(const torch::Tensor& tokens, ModelState& stat
   ctx.hand_on = state.hand_on;
   ctx.expected_tokens = state.expected_tokens;
   ctx.record = state.record;
-  auto h = model->embed_tokens(tokens);
-  for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->forward(h, state.layers[i], ctx);
-  state.tokens += tokens.size(1);
-  return !model->timestep_norm.is_empty() ? model->timestep_norm(h, state.head, "norm_") : model->norm(h);
+  if (state.run_memory) {
+    LCX_CHECK(static_cast<int64_t>(state.run_memory->size()) == cfg_.n_layers, "model: run memory has ",
+              state.run_memory->size(), " layers, model has ", cfg_.n_layers);
+  }
+  std::vector<State> scratch(state.run_memory ? 0 : blocks.size());  // a call without a run's memory
+  auto& run = state.run_memory ? *state.run_memory : scratch;
+  // The rollback point: mixers never write into storage a state holds (State), so sharing the
+  // tensors is enough to undo a step that fails part way.
+  std::vector<State> before;
+  before.reserve(state.layers.size());
+  for (auto& s : state.layers) before.push_back(s.snapshot());
+  State head_before = state.head.snapshot();
+  std::vector<State> run_before;
+  for (auto& s : run) run_before.push_back(s.snapshot());
+  try {
+    auto h = model->embed_tokens(tokens);
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      ctx.run_memory = &run[i];
+      h = blocks[i]->forward(h, state.layers[i], ctx);
+    }
+    h = !model->timestep_norm.is_empty() ? model->timestep_norm(h, state.head, "norm_") : model->norm(h);
+    state.tokens += tokens.size(1);
+    return h;
+  } catch (...) {
+    state.layers = std::move(before);
+    state.head = std::move(head_before);
+    for (size_t i = 0; i < run.size(); ++i) run[i] = std::move(run_before[i]);
+    throw;
+  }
 }
 
 torch::Tensor CausalLMImpl::logits(const torch::Tensor& h) {

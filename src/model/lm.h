@@ -12,8 +12,15 @@
 
 namespace longctx {
 
-// Everything a model carries between calls: one State per layer and the tokens seen.
+// Everything a model carries between calls: one State per layer and the tokens seen. A value
+// like State: clone() is the only copy.
 struct ModelState {
+  ModelState() = default;
+  ModelState(ModelState&&) = default;
+  ModelState& operator=(ModelState&&) = default;
+  ModelState(const ModelState&) = delete;             // use clone()
+  ModelState& operator=(const ModelState&) = delete;  // use clone()
+
   std::vector<State> layers;
   State head;          // model-level state (e.g. a final norm with running statistics)
   int64_t tokens = 0;  // tokens fed so far
@@ -25,6 +32,10 @@ struct ModelState {
   // When set, mixers append per-token values worth inspecting here (StepContext::record); a
   // request of the caller's, not state: clone() and save leave it out.
   std::vector<std::map<std::string, torch::Tensor>>* record = nullptr;
+  // A training run's memory, one State per layer, that outlives this stream (StepContext::
+  // run_memory); set by the trainer on its rows, saved with its checkpoints. Not part of this
+  // state: clone() and save leave it out.
+  std::vector<State>* run_memory = nullptr;
   int64_t bytes() const;
   void detach_();
   ModelState clone() const;
@@ -35,7 +46,8 @@ struct ModelState {
 class CausalLMImpl : public torch::nn::Module {
  public:
   explicit CausalLMImpl(const ModelConfig& c);
-  // tokens [B, T] int64 -> logits [B, T, V] (float32). Continues `state`.
+  // tokens [B, T] int64 -> logits [B, T, V] (float32). Continues `state`. All or nothing: when
+  // a layer throws, `state` is left as it was before the call.
   torch::Tensor forward(const torch::Tensor& tokens, ModelState& state, bool training = false);
   ModelState new_state() const;
   const ModelConfig& config() const { return cfg_; }

@@ -362,6 +362,18 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     }
   }
 
+  // What the mixers keep between training calls (their random draws, FAM's passed memory): saved
+  // with every checkpoint, so a resumed run draws and passes what the uninterrupted one did.
+  ModelState run_memory = model->new_state();
+  const auto run_memory_path = [](const std::string& dir) { return dir + "/run_memory.safetensors"; };
+  if (opt.resume) {
+    std::string ck = opt.out + "/checkpoint-" + std::to_string(resume_step);
+    if (fs::exists(run_memory_path(ck))) {
+      run_memory = load_state(run_memory_path(ck), cfg.model);
+      state_to(run_memory, device);
+    }
+  }
+
   auto checkpoint = [&](int64_t step) {
     std::string final_dir = opt.out + "/checkpoint-" + std::to_string(step);
     std::string tmp = opt.out + "/.checkpoint-" + std::to_string(step) + ".tmp";
@@ -369,6 +381,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     fs::create_directories(tmp);
     write_model_files(tmp, cfg, model, *tok, data.split_json(), step);
     opt_.save(tmp + "/optimizer.safetensors");
+    save_state(run_memory_path(tmp), run_memory, cfg.model);
     if (have_carry)
       for (size_t m = 0; m < carried.size(); ++m) save_state(carry_path(tmp, int64_t(m)), carried[m], cfg.model);
     write_file_atomic(tmp + "/trainer_state.json",
@@ -408,6 +421,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
     for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
       auto batch = sampler.get(step, micro);
       auto st = carry ? std::move(carried[micro]) : model->new_state();
+      st.run_memory = &run_memory.layers;
       st.hand_on = t.carry_fraction > 0;  // otherwise each row starts and ends here
       if (windowed) {  // truncated back-propagation through time, or a carried state
         const int64_t T = batch.x.size(1), W = t.tbptt > 0 ? t.tbptt : T;
@@ -494,7 +508,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
       nlohmann::json mix = nlohmann::json::object();  // per-layer mixer values (gates)
       for (size_t i = 0; i < model->blocks.size(); ++i)
         if (auto* m = model->blocks[i]->mixer())
-          for (auto& [name, vals] : m->diagnostics()) mix["layers." + std::to_string(i) + "." + name] = vals;
+          for (auto& [name, vals] : m->diagnostics(run_memory.layers[i])) mix["layers." + std::to_string(i) + "." + name] = vals;
       if (!mix.empty()) line["mixers"] = mix;
       if (cfg.data.passkey.fraction > 0) line["passkey_max_length"] = sampler.max_prompt_length(step);
       if (answer_n > 0) line["answer_loss"] = answer_acc / answer_n;
