@@ -2,6 +2,7 @@
 // A new mechanism adds its configurations to kMixers.
 #include <random>
 
+#include "io/safetensors.h"
 #include "model/lm.h"
 #include "test_util.h"
 
@@ -142,7 +143,7 @@ TEST_P(MixerContract, StateRoundTripContinuesExactly) {
   auto first = run_chunks({37, 1, 30}, s1);
   auto dir = temp_dir(std::string("state_") + GetParam().name);
   save_state(dir + "/s.safetensors", s1, model->config());
-  auto s2 = load_state(dir + "/s.safetensors", model->config());
+  auto s2 = load_state(dir + "/s.safetensors", *model);
   EXPECT_EQ(s2.bytes(), s1.bytes());
   EXPECT_EQ(s2.tokens, 68);
   auto rest = run_chunks({82}, s2, 68);
@@ -210,6 +211,70 @@ TEST_P(MixerContract, AFailedStepLeavesEveryLayerAsItWas) {
   EXPECT_EQ(st.layers[0].tensors().size(), ref.layers[0].tensors().size());
   st.layers.back() = ref.layers.back().clone();
   EXPECT_TRUE(torch::equal(run_chunks({29, 51}, st, 70), run_chunks({29, 51}, ref, 70)));
+}
+
+TEST_P(MixerContract, EveryFieldWrittenIsDeclaredInTheSchema) {
+  // After every call (any chunking, token by token, under autograd), each layer's state holds
+  // only fields the mechanism declares, with the declared shapes, dtypes and one batch.
+  std::mt19937 rng(9);
+  auto check = [&](const ModelState& st, const std::string& when) {
+    int64_t batch = -1;
+    for (size_t i = 0; i < st.layers.size(); ++i)
+      EXPECT_NO_THROW(check_state(st.layers[i], model->layer_schema(int64_t(i)), when, "layers." + std::to_string(i) + ".",
+                                  GetParam().name, batch))
+          << when;
+    EXPECT_NO_THROW(check_state(st.head, model->head_schema(), when, "head.", GetParam().name, batch)) << when;
+    EXPECT_EQ(batch, 2) << when;
+  };
+  {
+    torch::NoGradGuard ng;
+    for (int trial = 0; trial < 2; ++trial) {
+      auto st = model->new_state();
+      int64_t i = 0;
+      for (auto n : random_split(kLen, rng, trial == 0 ? 40 : 3)) {
+        model->forward(tokens.narrow(1, i, n), st);
+        i += n;
+        check(st, "after " + std::to_string(i) + " tokens, trial " + std::to_string(trial));
+      }
+    }
+  }
+  auto st = model->new_state();
+  int64_t i = 0;
+  for (auto n : random_split(kLen, rng, 50)) {
+    model->forward(tokens.narrow(1, i, n), st, /*training=*/true);
+    i += n;
+    check(st, "under autograd after " + std::to_string(i) + " tokens");
+  }
+}
+
+TEST_P(MixerContract, ASavedStateThatBreaksTheSchemaIsRefusedNamingTheField) {
+  torch::NoGradGuard ng;
+  auto st = model->new_state();
+  run_chunks({70}, st);
+  auto dir = temp_dir(std::string("state_schema_") + GetParam().name);
+  save_state(dir + "/s.safetensors", st, model->config());
+  auto f = load_safetensors(dir + "/s.safetensors");
+  // A floating field one column short, and a field the mechanism does not have.
+  std::string victim;
+  auto short_one = f.tensors;
+  for (auto& [n, t] : short_one)
+    if (victim.empty() && n.rfind("layers.1.", 0) == 0 && t.dim() >= 2 && t.is_floating_point())
+      victim = n, t = t.narrow(-1, 0, t.size(-1) - 1).contiguous();
+  ASSERT_FALSE(victim.empty());
+  save_safetensors(dir + "/short.safetensors", short_one, f.metadata);
+  expect_error([&] { load_state(dir + "/short.safetensors", *model); }, {"short.safetensors", "'" + victim + "'", "declares"});
+  auto extra = f.tensors;
+  extra.push_back({"layers.0.bogus", torch::zeros({2, 3})});
+  save_safetensors(dir + "/extra.safetensors", extra, f.metadata);
+  expect_error([&] { load_state(dir + "/extra.safetensors", *model); }, {"'layers.0.bogus'", "is not part of"});
+  // Batches that disagree between fields.
+  auto mixed = f.tensors;
+  for (auto& [n, t] : mixed)
+    if (n == victim) t = t.narrow(0, 0, 1).contiguous();
+  save_safetensors(dir + "/mixed.safetensors", mixed, f.metadata);
+  expect_error([&] { load_state(dir + "/mixed.safetensors", *model); }, {"mixed.safetensors", "with B = 2"});
+  // The untouched file loads.
+  EXPECT_NO_THROW(load_state(dir + "/s.safetensors", *model));
 }
 
 TEST_P(MixerContract, StateOfAnotherConfigIsRefusedByName) {

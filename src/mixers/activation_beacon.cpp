@@ -64,6 +64,16 @@ std::map<std::string, std::vector<double>> BeaconMixer::diagnostics(const State&
   return {{"ratio", {double(run.counter("ratio"))}}};
 }
 
+StateSchema BeaconMixer::state_schema() const {
+  if (!b_.beacons) return AttentionMixer::state_schema();
+  const int64_t B = StateField::kBatch, any = StateField::kAny, H = o_.n_heads, d = dh_;
+  return {StateField::count("pos", "tokens seen"), StateField::count("ratio", "the stream's condensing ratio"),
+          StateField::tensor("k", {B, H, any, d}, "the current window's raw keys", b_.window),
+          StateField::tensor("v", {B, H, any, d}, "the current window's raw values", b_.window),
+          StateField::tensor("mk", {B, H, any, d}, "the beacons' keys (grows by 1/ratio per token)"),
+          StateField::tensor("mv", {B, H, any, d}, "the beacons' values")};
+}
+
 torch::Tensor beacon_visibility(int64_t m, int64_t l, int64_t alpha, const std::string& attend) {
   const int64_t k = l / alpha;
   auto i = torch::arange(k, torch::kInt64).unsqueeze(1);   // beacon i (0-based) covers raw i*alpha .. (i+1)*alpha-1

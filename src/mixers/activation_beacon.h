@@ -63,6 +63,7 @@ class BeaconMixer : public AttentionMixer {
   bool state_bounded() const override { return false; }
   void attach_layer(LayerFns fns) override { layer_ = std::move(fns); }
   std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const override;
+  StateSchema state_schema() const override;
   const BeaconOptions& beacon_options() const { return b_; }
   // Layer 0 holds the learned beacon embedding [D]; the factory calls this once.
   void hold_beacon_embedding(double init_std);

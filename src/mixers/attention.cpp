@@ -31,6 +31,17 @@ AttentionMixer::AttentionMixer(AttentionMixerOptions o) : o_(o), rope_(o.rope) {
   register_qkvo(*this, o_.d_model, o_.n_heads * dh_, kvh * dh_, q_proj, k_proj, v_proj, o_proj);
 }
 
+StateSchema AttentionMixer::state_schema() const {
+  const int64_t kvh = o_.n_kv_heads ? o_.n_kv_heads : o_.n_heads;
+  const int64_t cap = o_.window > 0 ? o_.window : 0;  // the window's cache holds at most window - 1 between calls
+  return {StateField::count("pos", "tokens seen"),
+          StateField::count("rope_len", "the length whose RoPE-scaling plan rotated the cached keys"),
+          StateField::tensor("k", {StateField::kBatch, kvh, StateField::kAny, dh_}, "cached keys, rotated", cap),
+          StateField::tensor("v", {StateField::kBatch, kvh, StateField::kAny, dh_}, "cached values", cap),
+          StateField::tensor("sink_k", {StateField::kBatch, kvh, StateField::kAny, dh_}, "attention sinks' keys", o_.sinks),
+          StateField::tensor("sink_v", {StateField::kBatch, kvh, StateField::kAny, dh_}, "attention sinks' values", o_.sinks)};
+}
+
 torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t kvh = o_.n_kv_heads ? o_.n_kv_heads : o_.n_heads;

@@ -37,6 +37,7 @@ class AttentionMixer : public Mixer {
   torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) override;
   std::string kind() const override { return o_.window > 0 ? "sliding_window" : "full_attention"; }
   bool state_bounded() const override { return o_.window > 0; }
+  StateSchema state_schema() const override;
   Rope& rope() { return rope_; }
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};  // [D, D] ...

@@ -43,6 +43,21 @@ void FamMixer::hold_initial_fam(double init_std) {
   fam_init = register_parameter("fam_init", torch::randn({o_.fam_tokens, o_.d_model}) * init_std);
 }
 
+StateSchema FamMixer::state_schema() const {
+  const int64_t B = StateField::kBatch, any = StateField::kAny, H = o_.n_heads, d = dh_, Lb = o_.block;
+  StateSchema s = {StateField::count("pos", "tokens seen"),
+                   StateField::tensor("k", {B, H, any, d}, "the current block's keys", Lb),
+                   StateField::tensor("v", {B, H, any, d}, "the current block's values", Lb),
+                   StateField::tensor("mk", {B, H, any, d}, "the previous blocks' keys", o_.memory_blocks * Lb),
+                   StateField::tensor("mv", {B, H, any, d}, "the previous blocks' values", o_.memory_blocks * Lb),
+                   StateField::tensor("offset", {B}, "the training position offset per stream", 0, /*floating=*/false)};
+  if (o_.fam_tokens > 0) {
+    s.push_back(StateField::tensor("fam", {B, o_.fam_tokens, o_.d_model}, "the feedback memory F"));
+    s.push_back(StateField::count("fam_fresh", "1 while the FAM is the initial one"));
+  }
+  return s;
+}
+
 std::map<std::string, std::vector<double>> FamMixer::diagnostics(const State& run) const {
   if (o_.fam_tokens == 0) return {};
   return {{"state_passed", {double(run.counter("state_passed"))}}};

@@ -57,6 +57,7 @@ class FamMixer : public Mixer {
   torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) override;
   std::string kind() const override { return o_.fam_tokens > 0 ? "fam" : "bswa"; }
   bool state_bounded() const override { return true; }
+  StateSchema state_schema() const override;
   void attach_layer(LayerFns fns) override { layer_ = std::move(fns); }
   std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const override;
   const FamOptions& options() const { return o_; }

@@ -57,6 +57,22 @@ std::map<std::string, std::vector<double>> InfiniAttentionMixer::diagnostics(con
   return {{"gate", std::vector<double>(g.data_ptr<double>(), g.data_ptr<double>() + g.numel())}};
 }
 
+StateSchema InfiniAttentionMixer::state_schema() const {
+  const int64_t B = StateField::kBatch, any = StateField::kAny, H = o_.n_heads, d = dh_, N = o_.segment;
+  StateSchema s = {StateField::count("pos", "tokens seen"),
+                   StateField::count("fill", "tokens of the current segment (pos mod segment)"),
+                   StateField::tensor("M", {B, H, d, d}, "the compressive memory"),
+                   StateField::tensor("k", {B, H, any, d}, o_.window_local ? "the window's keys" : "the segment's keys", N),
+                   StateField::tensor("v", {B, H, any, d}, o_.window_local ? "the window's values" : "the segment's values", N)};
+  if (o_.update != InfiniAttentionOptions::Update::deltanet) s.push_back(StateField::tensor("z", {B, H, d}, "the normaliser"));
+  if (!(o_.update == InfiniAttentionOptions::Update::deltanet && o_.token_read)) {
+    s.push_back(StateField::tensor("sk", {B, H, any, d}, "the segment's memory keys (features)", N));
+    if (o_.update == InfiniAttentionOptions::Update::deltanet)
+      s.push_back(StateField::tensor("b", {B, H, any, 1}, "the segment's write strengths", N));
+  }
+  return s;
+}
+
 torch::Tensor infini_memory_read(const torch::Tensor& sq, const torch::Tensor& M, const torch::Tensor& z,
                                  double eps) {
   auto num = torch::matmul(sq, M);                // [B,H,T,dv]

@@ -63,6 +63,7 @@ class InfiniAttentionMixer : public Mixer {
   std::string kind() const override { return "infini_attention"; }
   bool state_bounded() const override { return true; }
   std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const override;
+  StateSchema state_schema() const override;
   const InfiniAttentionOptions& options() const { return o_; }
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};

@@ -201,6 +201,19 @@ void MegalodonMixer::reset_parameters() {
   beta.zero_();
 }
 
+StateSchema MegalodonMixer::state_schema() const {
+  const int64_t B = StateField::kBatch, any = StateField::kAny, H = o_.n_heads, C = o_.chunk;
+  auto s = timestep_norm_schema("tsn_", o_.groups);
+  for (auto& f : StateSchema{
+           StateField::count("pos", "tokens seen"),
+           StateField::tensor("cema_re", {B, o_.d_model, o_.ndim}, "CEMA's hidden state, real part"),
+           StateField::tensor("cema_im", {B, o_.d_model, o_.ndim}, "CEMA's hidden state, imaginary part"),
+           StateField::tensor("k", {B, H, any, o_.z_dim / H}, "the chunk's keys", C),
+           StateField::tensor("v", {B, H, any, o_.v_dim / H}, "the chunk's values", C)})
+    s.push_back(f);
+  return s;
+}
+
 torch::Tensor MegalodonMixer::chunk_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                               State& state) {
   const int64_t B = q.size(0), T = q.size(1), H = o_.n_heads, C = o_.chunk;

@@ -80,6 +80,7 @@ class MegalodonMixer : public Mixer {
   explicit MegalodonMixer(MegalodonOptions o);
   torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) override;
   std::string kind() const override { return "megalodon"; }
+  StateSchema state_schema() const override;
   bool state_bounded() const override { return true; }
   void reset_parameters();
   const MegalodonOptions& options() const { return o_; }

@@ -53,6 +53,9 @@ class Mixer : public torch::nn::Module {
   virtual std::string kind() const = 0;
   // True when state.bytes() is independent of the number of tokens seen.
   virtual bool state_bounded() const = 0;
+  // Every field this mixer keeps in a stream's State: name, shape, dtype kind. Saved states are
+  // checked against it on load; the contract tests check that what the mixer writes matches.
+  virtual StateSchema state_schema() const = 0;
   // Values worth logging during training (e.g. Infini-attention's gates), by name, from the
   // parameters and this layer's run memory (StepContext::run_memory).
   virtual std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const {

@@ -63,6 +63,64 @@ double State::draw_uniform(const std::string& name, uint64_t seed) {
 }
 
 namespace {
+std::string dims_text(const std::vector<int64_t>& shape, int64_t max_len) {
+  std::string r = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) r += ", ";
+    if (shape[i] == StateField::kBatch) r += "B";
+    else if (shape[i] == StateField::kAny) r += max_len > 0 ? "<=" + std::to_string(max_len) : "*";
+    else r += std::to_string(shape[i]);
+  }
+  return r + "]";
+}
+std::string sizes_text(const torch::Tensor& t) {
+  std::string r = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) r += (i ? ", " : "") + std::to_string(t.size(i));
+  return r + "]";
+}
+}  // namespace
+
+void check_state(const State& s, const StateSchema& schema, const std::string& where, const std::string& prefix,
+                 const std::string& mechanism, int64_t& batch) {
+  for (auto& [name, t] : s.tensors()) {
+    const StateField* f = nullptr;
+    for (auto& g : schema)
+      if (g.name == name) f = &g;
+    const std::string field = "'" + prefix + name + "'";
+    if (!f) {
+      std::string known;
+      for (auto& g : schema) known += (known.empty() ? "" : ", ") + g.name;
+      fail(where, ": field ", field, " is not part of ", mechanism, "'s memory (", known.empty() ? "none" : known, ")");
+    }
+    LCX_CHECK(t.defined(), where, ": field ", field, " is empty");
+    if (f->counter) {
+      LCX_CHECK(t.dim() == 0 && t.scalar_type() == torch::kInt64, where, ": field ", field, " (", f->doc,
+                ") must be an int64 scalar, got ", t.scalar_type(), " ", sizes_text(t));
+      LCX_CHECK(t.item<int64_t>() >= 0, where, ": field ", field, " (", f->doc, ") is ", t.item<int64_t>(),
+                ", must be >= 0");
+      continue;
+    }
+    const bool fl = torch::isFloatingType(t.scalar_type());
+    LCX_CHECK(f->floating ? fl : t.scalar_type() == torch::kInt64, where, ": field ", field, " (", f->doc, ") has dtype ",
+              t.scalar_type(), "; ", mechanism, " declares ", f->floating ? "a floating type" : "int64");
+    bool ok = t.dim() == int64_t(f->shape.size());
+    for (int64_t i = 0; ok && i < t.dim(); ++i) {
+      const int64_t want = f->shape[i], got = t.size(i);
+      if (want == StateField::kBatch) {
+        if (batch < 0) batch = got;
+        ok = got == batch && got > 0;
+      } else if (want == StateField::kAny) {
+        ok = f->max_len <= 0 || got <= f->max_len;
+      } else {
+        ok = got == want;
+      }
+    }
+    LCX_CHECK(ok, where, ": field ", field, " (", f->doc, ") has shape ", sizes_text(t), "; ", mechanism, " declares ",
+              dims_text(f->shape, f->max_len), batch >= 0 ? " with B = " + std::to_string(batch) : std::string());
+  }
+}
+
+namespace {
 // Appends x to c along dim 2. c may be a prefix view of a [B, H, cap, dh] buffer with spare
 // capacity (as this function leaves it); then x is copied into the spare rows. Otherwise a
 // buffer of twice the needed length is allocated. Rows before len are never written: a

@@ -54,6 +54,32 @@ class State {
   std::map<std::string, torch::Tensor> t_;
 };
 
+// One field of a mechanism's memory, as the mechanism declares it (Mixer::state_schema). A
+// dimension is a size, kBatch (the streams; the same in every field of a state) or kAny (a length
+// that varies, at most max_len when max_len > 0). Counters are int64 scalars.
+struct StateField {
+  static constexpr int64_t kBatch = -1, kAny = -2;
+  std::string name;
+  bool counter = false;
+  bool floating = true;  // tensors: floating point of any width (false: int64)
+  std::vector<int64_t> shape;
+  int64_t max_len = 0;
+  std::string doc;  // what it holds, for messages and `longctx info`
+  static StateField count(std::string name, std::string doc) { return {std::move(name), true, false, {}, 0, std::move(doc)}; }
+  static StateField tensor(std::string name, std::vector<int64_t> shape, std::string doc, int64_t max_len = 0,
+                           bool floating = true) {
+    return {std::move(name), false, floating, std::move(shape), max_len, std::move(doc)};
+  }
+};
+using StateSchema = std::vector<StateField>;
+
+// Checks every field of `s` against `schema`: known by name, counters int64 scalars, tensors of
+// the declared rank, sizes and kind of dtype, one batch across fields (`batch`: in and out, -1
+// while unknown). An error names `where`, the field (`prefix` + name), what it is and what the
+// schema declares.
+void check_state(const State& s, const StateSchema& schema, const std::string& where, const std::string& prefix,
+                 const std::string& mechanism, int64_t& batch);
+
 // A key/value cache that appends. Under autograd it concatenates (gradients flow through the
 // cache); without autograd it grows a buffer geometrically, so decoding token by token is
 // amortised O(1) per token rather than O(L) copies.

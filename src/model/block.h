@@ -13,6 +13,8 @@ class Block : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) = 0;
   virtual Mixer* mixer() { return nullptr; }
+  // The fields this layer keeps in its State (the mixer's, and the block's own if any).
+  virtual StateSchema state_schema() { return mixer() ? mixer()->state_schema() : StateSchema{}; }
   // Blocks whose mechanism prescribes its own initialisation: the model leaves their
   // parameters out of its GPT-2 init and calls reset_parameters() instead.
   virtual bool own_init() const { return false; }

@@ -91,6 +91,16 @@ bool CausalLMImpl::state_bounded() const {
   return true;
 }
 
+StateSchema CausalLMImpl::layer_schema(int64_t layer) const {
+  LCX_CHECK(layer >= 0 && layer < int64_t(blocks.size()), "model: no layer ", layer);
+  return blocks[size_t(layer)]->state_schema();
+}
+
+StateSchema CausalLMImpl::head_schema() const {
+  if (model->timestep_norm.is_empty()) return {};
+  return timestep_norm_schema("norm_", model->timestep_norm->groups());
+}
+
 torch::Device CausalLMImpl::device() const { return model->embed_tokens->weight.device(); }
 
 ModelState CausalLMImpl::new_state() const {
@@ -194,6 +204,16 @@ ModelState load_state(const std::string& path, const ModelConfig& c) {
     LCX_CHECK(i >= 0 && i < c.n_layers, path, ": tensor '", n, "' names layer ", i, " of ", c.n_layers);
     s.layers[i].set(n.substr(dot + 1), x);
   }
+  return s;
+}
+
+ModelState load_state(const std::string& path, const CausalLMImpl& model) {
+  auto s = load_state(path, model.config());
+  int64_t batch = -1;
+  const auto mech = model.config().mixer_type();
+  for (size_t i = 0; i < s.layers.size(); ++i)
+    check_state(s.layers[i], model.layer_schema(int64_t(i)), path, "layers." + std::to_string(i) + ".", mech, batch);
+  check_state(s.head, model.head_schema(), path, "head.", mech, batch);
   return s;
 }
 

@@ -52,6 +52,9 @@ class CausalLMImpl : public torch::nn::Module {
   ModelState new_state() const;
   const ModelConfig& config() const { return cfg_; }
   int64_t num_parameters() const;
+  // What each layer's State and the head State may hold (Mixer::state_schema).
+  StateSchema layer_schema(int64_t layer) const;
+  StateSchema head_schema() const;
   // True when every layer's state is bounded (no KV cache that grows with the tokens seen).
   bool state_bounded() const;
   torch::Device device() const;
@@ -78,6 +81,10 @@ TORCH_MODULE(CausalLM);
 // States on disk: safetensors with tensors "layers.N.name" / "head.name" and metadata naming
 // the format, version, mechanism and config hash; a mismatch is refused by name.
 void save_state(const std::string& path, const ModelState& s, const ModelConfig& c);
+// Checks the format, the mechanism and the config hash (not the fields: for a run memory).
 ModelState load_state(const std::string& path, const ModelConfig& c);
+// Also checks every field against the model's schemas: a field that is unknown, of another
+// shape, dtype or batch is refused by name before the state is used.
+ModelState load_state(const std::string& path, const CausalLMImpl& model);
 
 }  // namespace longctx

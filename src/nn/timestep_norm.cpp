@@ -17,6 +17,12 @@ TimestepNormImpl::TimestepNormImpl(int64_t dim, int64_t groups, double eps, int6
   }
 }
 
+StateSchema timestep_norm_schema(const std::string& prefix, int64_t groups) {
+  return {StateField::count(prefix + "count", "TimestepNorm: steps seen"),
+          StateField::tensor(prefix + "mean", {StateField::kBatch, groups}, "TimestepNorm: running mean per group"),
+          StateField::tensor(prefix + "var", {StateField::kBatch, groups}, "TimestepNorm: running variance per group")};
+}
+
 torch::Tensor TimestepNormImpl::forward(const torch::Tensor& x, State& state, const std::string& prefix) {
   LCX_CHECK(x.dim() == 3 && x.size(2) == dim_, "timestep_norm: expected [B, T, ", dim_, "], got ", x.sizes());
   const int64_t B = x.size(0), T = x.size(1), G = groups_;

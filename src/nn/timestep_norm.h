@@ -39,4 +39,8 @@ class TimestepNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TimestepNorm);
 
+// The fields a TimestepNorm keeps under `prefix`: the count of steps and the running mean and
+// variance per group.
+StateSchema timestep_norm_schema(const std::string& prefix, int64_t groups);
+
 }  // namespace longctx

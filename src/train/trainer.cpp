@@ -357,7 +357,7 @@ TrainResult train(const RunConfig& cfg, const TrainOptions& opt) {
         have_carry = false;
         break;
       }
-      carried[m] = load_state(carry_path(ck, m), cfg.model);
+      carried[m] = load_state(carry_path(ck, m), *model);
       state_to(carried[m], device);
     }
   }
