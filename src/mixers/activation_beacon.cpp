@@ -53,7 +53,7 @@ BeaconMixer::BeaconMixer(AttentionMixerOptions a, BeaconOptions b) : AttentionMi
   beacon_o_proj = register_module("beacon_o_proj", lin(D, D));
 }
 
-void BeaconMixer::hold_beacon_embedding(double init_std) {
+void BeaconMixer::hold_first_layer_parameters(double init_std) {
   if (beacon_embed.defined()) return;
   torch::NoGradGuard ng;
   beacon_embed = register_parameter("beacon_embed", torch::randn({o_.d_model}) * init_std);

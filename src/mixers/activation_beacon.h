@@ -66,7 +66,7 @@ class BeaconMixer : public AttentionMixer {
   StateSchema state_schema() const override;
   const BeaconOptions& beacon_options() const { return b_; }
   // Layer 0 holds the learned beacon embedding [D]; the factory calls this once.
-  void hold_beacon_embedding(double init_std);
+  void hold_first_layer_parameters(double init_std) override;
 
   // The beacons' own projections (initialised from the base's: train.init_copy).
   torch::nn::Linear beacon_q_proj{nullptr}, beacon_k_proj{nullptr}, beacon_v_proj{nullptr}, beacon_o_proj{nullptr};

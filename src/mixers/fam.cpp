@@ -37,7 +37,7 @@ FamMixer::FamMixer(FamOptions o) : o_(o), rope_(o.rope) {
   register_qkvo(*this, o_.d_model, o_.d_model, o_.d_model, q_proj, k_proj, v_proj, o_proj);
 }
 
-void FamMixer::hold_initial_fam(double init_std) {
+void FamMixer::hold_first_layer_parameters(double init_std) {
   if (o_.fam_tokens == 0 || fam_init.defined()) return;
   torch::NoGradGuard ng;
   fam_init = register_parameter("fam_init", torch::randn({o_.fam_tokens, o_.d_model}) * init_std);

@@ -62,7 +62,7 @@ class FamMixer : public Mixer {
   std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const override;
   const FamOptions& options() const { return o_; }
   // Layer 0 holds the learned initial FAM (`fam_init`, [F, D]); the factory calls this once.
-  void hold_initial_fam(double init_std);
+  void hold_first_layer_parameters(double init_std) override;
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   torch::Tensor fam_init;  // [F, D] on layer 0 only

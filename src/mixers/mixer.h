@@ -64,6 +64,10 @@ class Mixer : public torch::nn::Module {
   }
   // Called once by the block that holds the mixer; most mixers do not need it.
   virtual void attach_layer(LayerFns) {}
+  // Called once by the model on layer 0's mixer: mechanisms whose parameters sit at the
+  // embedding level (TransformerFAM's initial memory, Activation Beacon's beacon embedding)
+  // register them there, initialised with init_std.
+  virtual void hold_first_layer_parameters(double init_std) { (void)init_std; }
 };
 
 }  // namespace longctx

@@ -115,10 +115,7 @@ std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer) {
   if (e.shape == Shape::megalodon)
     return std::make_shared<MegalodonBlock>(std::dynamic_pointer_cast<MegalodonMixer>(mixer), c.d_model, c.ffn_dim(),
                                             c.norm_eps);
-  // TransformerFAM's learned initial memory sits at the token-embedding level: layer 0 holds it.
-  if (auto fam = std::dynamic_pointer_cast<FamMixer>(mixer); fam && layer == 0) fam->hold_initial_fam(c.init_std);
-  // So does Activation Beacon's beacon embedding.
-  if (auto b = std::dynamic_pointer_cast<BeaconMixer>(mixer); b && layer == 0) b->hold_beacon_embedding(c.init_std);
+  if (layer == 0) mixer->hold_first_layer_parameters(c.init_std);
   return std::make_shared<PreNormBlock>(mixer, c.d_model, c.ffn_dim(), c.norm_eps);
 }
 
