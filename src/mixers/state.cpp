@@ -54,11 +54,8 @@ double State::draw_uniform(const std::string& name, uint64_t seed) {
   const std::string c = "draws." + name;
   const int64_t n = counter(c);
   set_counter(c, n + 1);
-  uint64_t z = seed ^ fnv1a(name);
-  z += 0x9e3779b97f4a7c15ull * uint64_t(n + 1);  // SplitMix64
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
+  // The n-th output of a SplitMix64 stream started at seed ^ hash(name).
+  const uint64_t z = splitmix64((seed ^ fnv1a(name)) + 0x9e3779b97f4a7c15ull * uint64_t(n));
   return double(z >> 11) * 0x1.0p-53;
 }
 

@@ -8,6 +8,7 @@
 
 #include "io/fs.h"
 #include "util/error.h"
+#include "util/hash.h"
 
 namespace fs = std::filesystem;
 
@@ -102,13 +103,7 @@ std::vector<Document> load_corpus(const std::string& name) {
 
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
   // splitmix64 over the three words: stable across platforms and library versions.
-  auto mix = [](uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  };
-  return mix(mix(mix(a) ^ b) ^ c);
+  return splitmix64(splitmix64(splitmix64(a) ^ b) ^ c);
 }
 
 Split split_by_document(const std::vector<Document>& docs, int64_t val_docs, uint64_t seed) {

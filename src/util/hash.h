@@ -13,4 +13,13 @@ inline uint64_t fnv1a(std::string_view s) {
   return h;
 }
 
+// SplitMix64's output step: the golden-ratio increment, then the finaliser. The generator of
+// every seeded draw the project makes without the C++ library's distributions.
+inline uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 }  // namespace longctx
