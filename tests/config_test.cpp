@@ -1,5 +1,6 @@
 #include <chrono>
 
+#include "io/fs.h"
 #include "model/config.h"
 #include "model/pretrained.h"
 #include "test_util.h"
@@ -89,4 +90,72 @@ TEST(Config, OverridesSetNestedFields) {
   EXPECT_EQ(c.train.steps, 7);
   EXPECT_EQ(c.data.train[0], "brown");
   expect_error([&] { apply_overrides(j, {"novalue"}); }, {"novalue"});
+}
+
+// Every field the declarations list (the --help text) is one the reader accepts: set alone to
+// its listed default, each is read back with that value.
+TEST(Config, EveryListedFieldIsAcceptedByTheReader) {
+  auto docs = RunConfig::fields();
+  ASSERT_GT(docs.size(), 60u);
+  int checked = 0;
+  for (auto& d : docs) {
+    if (d.type == "object" || d.type == "array" || d.path.find("[]") != std::string::npos) continue;
+    if (d.path == "model.mixer" || d.path == "model.rope_scaling") continue;  // objects parsed by their owners
+    auto j = tiny();
+    j["data"]["seq_len"] = 1024;
+    json value = json::parse(d.value);
+    // Defaults that stand for a value derived from others ("0 = seq_len") are given one.
+    if (d.path == "data.passkey.max_length" || d.path == "data.ruler.max_length") value = 512;
+    if (d.path == "data.passkey.eval_lengths") value = json::array({512});
+    if (d.path == "data.seq_len") value = 1024;
+    if (d.path.rfind("train.selective.", 0) == 0) j["train"]["selective"] = {{"select", "random"}, {"reference", "x"}};
+    if (d.path.rfind("train.init_", 0) == 0) j["train"]["init_from"] = "somewhere";
+    if (d.path == "model.vocab_size") value = 256;
+    // Place the value at its path.
+    json* cur = &j;
+    std::string p = d.path;
+    for (size_t dot; (dot = p.find('.')) != std::string::npos; p = p.substr(dot + 1)) {
+      std::string k = p.substr(0, dot);
+      if (!cur->contains(k)) (*cur)[k] = json::object();
+      cur = &(*cur)[k];
+    }
+    (*cur)[p] = value;
+    RunConfig c;
+    ASSERT_NO_THROW(c = RunConfig::from_json(j, "fields.json")) << d.path << " = " << value.dump();
+    // And it is written back with that value.
+    json back = c.to_json();
+    json* b = &back;
+    p = d.path;
+    bool present = true;
+    for (size_t dot; (dot = p.find('.')) != std::string::npos; p = p.substr(dot + 1)) {
+      std::string k = p.substr(0, dot);
+      if (!b->contains(k)) { present = false; break; }
+      b = &(*b)[k];
+    }
+    if (present && b->contains(p)) EXPECT_EQ((*b)[p], value) << d.path;
+    ++checked;
+  }
+  EXPECT_GT(checked, 50);
+}
+
+TEST(Config, ASetPathThatNamesNoFieldIsRefusedNamingItsNeighbours) {
+  auto dir = temp_dir("setpath");
+  write_file_atomic(dir + "/c.json", tiny().dump());
+  expect_error([&] { RunConfig::from_file(dir + "/c.json", {"train.stesp=5"}); },
+               {"--set train.stesp", "no such config field", "train.steps", "train.lr"});
+  expect_error([&] { RunConfig::from_file(dir + "/c.json", {"data.passkey.fractoin=0.5"}); },
+               {"data.passkey.fractoin", "data.passkey.fraction"});
+  // The mechanism's own fields are its parser's: a wrong one is named by it.
+  expect_error([&] { RunConfig::from_file(dir + "/c.json", {"model.mixer.windoe=5"}); }, {"'model.mixer.windoe'"});
+  EXPECT_EQ(RunConfig::from_file(dir + "/c.json", {"train.steps=5"}).train.steps, 5);
+}
+
+TEST(Config, FieldsWrittenOnlyWhenSetStayOutOfTheDefaultConfig) {
+  auto j = RunConfig::from_json(tiny(), "t.json").to_json();
+  EXPECT_FALSE(j["data"].contains("passkey"));
+  EXPECT_FALSE(j["data"].contains("ruler"));
+  EXPECT_FALSE(j["train"].contains("selective"));
+  EXPECT_FALSE(j["train"].contains("init_from"));
+  EXPECT_FALSE(j["model"].contains("max_position_embeddings"));
+  EXPECT_TRUE(j["train"].contains("lr"));
 }

@@ -186,4 +186,22 @@ torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepCon
   return outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
 }
 
+Mechanism beacon_mechanism() {
+  auto options = [](const LayerSpec& s) {
+    return parse_mixer_fields(s, [&](Fields& f) {
+      auto a = AttentionMixerOptions::parse(f, s.d_model, s.n_heads, s.rope(), false);
+      auto b = BeaconOptions::parse(f, s.max_position_embeddings);
+      return std::make_pair(a, b);
+    });
+  };
+  Mechanism m;
+  m.type = "activation_beacon";
+  m.validate = [options](const LayerSpec& s) { options(s); };
+  m.make_mixer = [options](const LayerSpec& s, int64_t) {
+    auto [a, b] = options(s);
+    return std::make_shared<BeaconMixer>(a, b);
+  };
+  return m;
+}
+
 }  // namespace longctx

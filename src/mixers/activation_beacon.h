@@ -89,4 +89,7 @@ class BeaconMixer : public AttentionMixer {
 // (true = visible): keys laid out [memory (m) | raw window (l) | beacons (k)].
 torch::Tensor beacon_visibility(int64_t m, int64_t l, int64_t alpha, const std::string& attend);
 
+// activation_beacon, for the factory's registry.
+Mechanism beacon_mechanism();
+
 }  // namespace longctx

@@ -130,4 +130,19 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   return y;
 }
 
+Mechanism attention_mechanism(bool sliding) {
+  auto options = [sliding](const LayerSpec& s) {
+    auto o = parse_mixer_fields(
+        s, [&](Fields& f) { return AttentionMixerOptions::parse(f, s.d_model, s.n_heads, s.rope(), sliding); });
+    o.scaling = RopeScaling::parse(s.rope_scaling, s.max_position_embeddings, s.where);
+    return o;
+  };
+  Mechanism m;
+  m.type = sliding ? "sliding_window" : "full_attention";
+  m.validate = [options](const LayerSpec& s) { options(s); };
+  m.make_mixer = [options](const LayerSpec& s, int64_t) { return std::make_shared<AttentionMixer>(options(s)); };
+  m.rope_scaling = true;
+  return m;
+}
+
 }  // namespace longctx

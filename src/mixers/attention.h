@@ -8,6 +8,7 @@
 // positions, so the relative distance to a sink never exceeds what training saw.
 #pragma once
 #include "io/json_fields.h"
+#include "mixers/mechanism.h"
 #include "mixers/mixer.h"
 #include "nn/rope.h"
 #include "nn/rope_scaling.h"
@@ -47,5 +48,8 @@ class AttentionMixer : public Mixer {
   Rope rope_;
   int64_t dh_;
 };
+
+// full_attention (sliding = false) and sliding_window, for the factory's registry.
+Mechanism attention_mechanism(bool sliding);
 
 }  // namespace longctx

@@ -243,4 +243,15 @@ torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContex
   return outs.size() == 1 ? outs[0] : torch::cat(outs, 1);
 }
 
+Mechanism fam_mechanism(bool fam) {
+  auto options = [fam](const LayerSpec& s) {
+    return parse_mixer_fields(s, [&](Fields& f) { return FamOptions::parse(f, s.d_model, s.n_heads, s.rope(), fam); });
+  };
+  Mechanism m;
+  m.type = fam ? "fam" : "bswa";
+  m.validate = [options](const LayerSpec& s) { options(s); };
+  m.make_mixer = [options](const LayerSpec& s, int64_t) { return std::make_shared<FamMixer>(options(s)); };
+  return m;
+}
+
 }  // namespace longctx

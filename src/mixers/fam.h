@@ -33,6 +33,7 @@
 #pragma once
 
 #include "io/json_fields.h"
+#include "mixers/mechanism.h"
 #include "mixers/mixer.h"
 #include "nn/rope.h"
 
@@ -96,5 +97,9 @@ class FamMixer : public Mixer {
 // and the block keys are tokens 0 .. fill+n_queries-1 (causal); FAM queries (fam_queries) see
 // the FAM and the block's `fill` tokens (all of them: the block is complete), never the memory.
 torch::Tensor fam_visibility(int64_t n_mem, int64_t n_fam, int64_t fill, int64_t n_queries, bool fam_queries);
+
+// bswa (fam = false: block sliding-window attention, FAM's baseline) and fam, for the
+// factory's registry.
+Mechanism fam_mechanism(bool fam);
 
 }  // namespace longctx

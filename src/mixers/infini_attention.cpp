@@ -287,4 +287,15 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   return o_proj(y);
 }
 
+Mechanism infini_mechanism() {
+  auto options = [](const LayerSpec& s) {
+    return parse_mixer_fields(s, [&](Fields& f) { return InfiniAttentionOptions::parse(f, s.d_model, s.n_heads, s.rope()); });
+  };
+  Mechanism m;
+  m.type = "infini_attention";
+  m.validate = [options](const LayerSpec& s) { options(s); };
+  m.make_mixer = [options](const LayerSpec& s, int64_t) { return std::make_shared<InfiniAttentionMixer>(options(s)); };
+  return m;
+}
+
 }  // namespace longctx

@@ -28,6 +28,7 @@
 // `detach_every` = k cuts it after every k-th memory update.
 #pragma once
 #include "io/json_fields.h"
+#include "mixers/mechanism.h"
 #include "mixers/mixer.h"
 #include "nn/rope.h"
 
@@ -92,5 +93,8 @@ std::pair<torch::Tensor, torch::Tensor> deltanet_scan(const torch::Tensor& M, co
                                                       const torch::Tensor& beta, int64_t chunk);
 // phi: SiLU then L2 normalisation over the last dimension (the DeltaNet feature map).
 torch::Tensor deltanet_feature(const torch::Tensor& x);
+
+// infini_attention, for the factory's registry.
+Mechanism infini_mechanism();
 
 }  // namespace longctx

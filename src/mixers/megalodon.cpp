@@ -267,4 +267,35 @@ torch::Tensor MegalodonMixer::forward(const torch::Tensor& x, State& state, Step
   return wh1(mx) + wh2(attn * r);
 }
 
+MegalodonBlock::MegalodonBlock(std::shared_ptr<MegalodonMixer> mixer, int64_t d_model, int64_t d_ff, double eps) {
+  mega = register_module("mega", std::move(mixer));
+  norm = register_module("norm", LayerNorm1p(d_model, eps));
+  mlp = register_module("mlp", SwiGLU(d_model, d_ff));
+}
+
+torch::Tensor MegalodonBlock::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
+  auto y = x + mega->forward(x, state, ctx);
+  return x + mlp(norm(y));
+}
+
+void MegalodonBlock::reset_parameters() {
+  mega->reset_parameters();
+  torch::NoGradGuard ng;
+  for (auto* l : {&mlp->gate_proj, &mlp->up_proj, &mlp->down_proj}) (*l)->reset_parameters();
+}
+
+Mechanism megalodon_mechanism() {
+  auto options = [](const LayerSpec& s) {
+    return parse_mixer_fields(s, [&](Fields& f) { return MegalodonOptions::parse(f, s.d_model, s.n_heads, s.norm_eps); });
+  };
+  Mechanism m;
+  m.type = "megalodon";
+  m.validate = [options](const LayerSpec& s) { options(s); };
+  m.make_block = [options](const LayerSpec& s, int64_t) -> std::shared_ptr<Block> {
+    return std::make_shared<MegalodonBlock>(std::make_shared<MegalodonMixer>(options(s)), s.d_model, s.d_ff, s.norm_eps);
+  };
+  m.final_norm_groups = [options](const LayerSpec& s) { return options(s).groups; };
+  return m;
+}
+
 }  // namespace longctx

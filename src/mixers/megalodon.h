@@ -24,6 +24,7 @@
 // and the current chunk's keys and values: O(C), independent of the tokens seen.
 #pragma once
 #include "io/json_fields.h"
+#include "mixers/mechanism.h"
 #include "mixers/mixer.h"
 #include "nn/layers.h"
 #include "nn/rope.h"
@@ -96,5 +97,25 @@ class MegalodonMixer : public Mixer {
   MegalodonOptions o_;
   Rope rope_;
 };
+
+// MEGALODON's block (MECHANISMS.md section 2), with the "two-hop" residual: the feed-forward's
+// residual is the block input, not the MEGA layer's output.
+//   y = x + MEGA(x);   out = x + FFN(LayerNorm(y))      LayerNorm scale (1 + w)
+class MegalodonBlock : public Block {
+ public:
+  MegalodonBlock(std::shared_ptr<MegalodonMixer> mixer, int64_t d_model, int64_t d_ff, double eps);
+  torch::Tensor forward(const torch::Tensor& x, State& state, StepContext& ctx) override;
+  Mixer* mixer() override { return mega.get(); }
+  bool own_init() const override { return true; }
+  void reset_parameters() override;
+
+  std::shared_ptr<MegalodonMixer> mega;
+  LayerNorm1p norm{nullptr};
+  SwiGLU mlp{nullptr};
+};
+
+// megalodon, for the factory's registry: its own block, and a TimestepNorm with the mixer's
+// groups before the output projection.
+Mechanism megalodon_mechanism();
 
 }  // namespace longctx

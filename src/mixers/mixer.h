@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "mixers/state.h"
+#include "nn/state.h"
 
 namespace longctx {
 

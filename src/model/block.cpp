@@ -16,21 +16,4 @@ torch::Tensor PreNormBlock::forward(const torch::Tensor& x, State& state, StepCo
   return h + mlp(post_attention_layernorm(h));
 }
 
-MegalodonBlock::MegalodonBlock(std::shared_ptr<MegalodonMixer> mixer, int64_t d_model, int64_t d_ff, double eps) {
-  mega = register_module("mega", std::move(mixer));
-  norm = register_module("norm", LayerNorm1p(d_model, eps));
-  mlp = register_module("mlp", SwiGLU(d_model, d_ff));
-}
-
-torch::Tensor MegalodonBlock::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
-  auto y = x + mega->forward(x, state, ctx);
-  return x + mlp(norm(y));
-}
-
-void MegalodonBlock::reset_parameters() {
-  mega->reset_parameters();
-  torch::NoGradGuard ng;
-  for (auto* l : {&mlp->gate_proj, &mlp->up_proj, &mlp->down_proj}) (*l)->reset_parameters();
-}
-
 }  // namespace longctx

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "io/config_fields.h"
+
 namespace longctx {
 
 struct ModelConfig {
@@ -23,6 +25,23 @@ struct ModelConfig {
   nlohmann::json rope_scaling;
   int64_t max_position_embeddings = 0;  // HF's field; 0 = unset (longrope's default factor uses it)
   nlohmann::json mixer = {{"type", "full_attention"}};
+
+  template <class V>
+  void visit(V& v) {
+    v("vocab_size", vocab_size, "vocabulary size (default: the tokenizer's)", within<int64_t>(1, int64_t(1) << 24));
+    v("d_model", d_model, "model width", above<int64_t>(0));
+    v("n_layers", n_layers, "layers", above<int64_t>(0));
+    v("n_heads", n_heads, "attention heads (d_model / n_heads even)", above<int64_t>(0));
+    v("d_ff", d_ff, "feed-forward width (0 = 8/3 d_model rounded up to 32)", at_least<int64_t>(0, " (0 = 8/3 d_model)"));
+    v("norm_eps", norm_eps, "epsilon of the norms", above(0.0));
+    v("tie_embeddings", tie_embeddings, "share the input embedding and the output projection");
+    v("init_std", init_std, "GPT-2 initialisation's standard deviation", above(0.0));
+    v("rope_theta", rope_theta, "RoPE base", above(1.0));
+    v("rope_scaling", rope_scaling, "Hugging Face's rope_scaling object (linear, dynamic, yarn, longrope); null = none");
+    v("max_position_embeddings", max_position_embeddings, "Hugging Face's field; 0 = unset", at_least<int64_t>(0),
+      Write::unless_default);
+    v("mixer", mixer, "the mechanism: {\"type\": one of the mixers, and its own fields}");
+  }
 
   static constexpr int64_t kMaxLayers = 4096, kMaxWidth = 65536;  // checked by from_json
   // The parameter count of the standard layout's dominant terms (embeddings, attention and

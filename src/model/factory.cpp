@@ -1,6 +1,5 @@
 #include "model/factory.h"
 
-#include "io/json_fields.h"
 #include "mixers/activation_beacon.h"
 #include "mixers/attention.h"
 #include "mixers/fam.h"
@@ -11,119 +10,76 @@ namespace longctx {
 
 namespace {
 
-RopeOptions rope_of(const ModelConfig& c) {
-  RopeOptions r;
-  r.dim = c.d_model / c.n_heads;
-  r.base = c.rope_theta;
+// One line per mechanism; each declares how it is checked and built (mixers/mechanism.h).
+const std::vector<Mechanism>& registry() {
+  static const std::vector<Mechanism> r = {
+      attention_mechanism(false),  // full_attention
+      attention_mechanism(true),   // sliding_window
+      infini_mechanism(),          // infini_attention
+      megalodon_mechanism(),       // megalodon
+      fam_mechanism(false),        // bswa
+      fam_mechanism(true),         // fam
+      beacon_mechanism(),          // activation_beacon
+  };
   return r;
 }
 
-std::shared_ptr<Mixer> attention_mixer(const ModelConfig& c, const std::string& where, bool sliding) {
-  Fields f(c.mixer, where, "model.mixer");
-  f.get<std::string>("type", "");
-  auto o = AttentionMixerOptions::parse(f, c.d_model, c.n_heads, rope_of(c), sliding);
-  f.done();
-  o.scaling = RopeScaling::parse(c.rope_scaling, c.max_position_embeddings, where);
-  return std::make_shared<AttentionMixer>(o);
-}
-
-std::shared_ptr<Mixer> beacon_mixer(const ModelConfig& c, const std::string& where) {
-  Fields f(c.mixer, where, "model.mixer");
-  f.get<std::string>("type", "");
-  auto a = AttentionMixerOptions::parse(f, c.d_model, c.n_heads, rope_of(c), false);
-  auto b = BeaconOptions::parse(f, c.max_position_embeddings);
-  f.done();
-  return std::make_shared<BeaconMixer>(a, b);
-}
-
-std::shared_ptr<Mixer> infini_mixer(const ModelConfig& c, const std::string& where) {
-  Fields f(c.mixer, where, "model.mixer");
-  f.get<std::string>("type", "");
-  auto o = InfiniAttentionOptions::parse(f, c.d_model, c.n_heads, rope_of(c));
-  f.done();
-  return std::make_shared<InfiniAttentionMixer>(o);
-}
-
-std::shared_ptr<Mixer> megalodon_mixer(const ModelConfig& c, const std::string& where) {
-  Fields f(c.mixer, where, "model.mixer");
-  f.get<std::string>("type", "");
-  auto o = MegalodonOptions::parse(f, c.d_model, c.n_heads, c.norm_eps);
-  f.done();
-  return std::make_shared<MegalodonMixer>(o);
-}
-
-std::shared_ptr<Mixer> fam_mixer(const ModelConfig& c, const std::string& where, bool fam) {
-  Fields f(c.mixer, where, "model.mixer");
-  f.get<std::string>("type", "");
-  auto o = FamOptions::parse(f, c.d_model, c.n_heads, rope_of(c), fam);
-  f.done();
-  return std::make_shared<FamMixer>(o);
-}
-
-// How a mechanism's layers are stacked: the pre-norm (Llama) block with an RMSNorm before the
-// output projection, or MEGALODON's two-hop block with a TimestepNorm there.
-enum class Shape { pre_norm, megalodon };
-
-struct Entry {
-  const char* type;
-  std::shared_ptr<Mixer> (*make)(const ModelConfig&, const std::string&);
-  Shape shape = Shape::pre_norm;
-};
-
-// One line per mechanism.
-const Entry kMixers[] = {
-    {"full_attention", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, false); }},
-    {"sliding_window", [](const ModelConfig& c, const std::string& w) { return attention_mixer(c, w, true); }},
-    {"infini_attention", infini_mixer},
-    {"megalodon", megalodon_mixer, Shape::megalodon},
-    {"bswa", [](const ModelConfig& c, const std::string& w) { return fam_mixer(c, w, false); }},
-    {"fam", [](const ModelConfig& c, const std::string& w) { return fam_mixer(c, w, true); }},
-    {"activation_beacon", beacon_mixer},
-};
-
-const Entry& find(const ModelConfig& c, const std::string& where) {
+const Mechanism& find(const ModelConfig& c, const std::string& where) {
   std::string t = c.mixer_type();
-  for (auto& e : kMixers)
-    if (t == e.type) return e;
+  for (auto& m : registry())
+    if (t == m.type) return m;
   std::string known;
-  for (auto& e : kMixers) known += std::string(known.empty() ? "" : ", ") + e.type;
+  for (auto& m : registry()) known += (known.empty() ? "" : ", ") + m.type;
   fail(where, ": field 'model.mixer.type' = '", t, "' is not a known mixer (", known, ")");
 }
 
 }  // namespace
 
+LayerSpec layer_spec(const ModelConfig& c, const std::string& where) {
+  LayerSpec s;
+  s.d_model = c.d_model;
+  s.n_heads = c.n_heads;
+  s.d_ff = c.ffn_dim();
+  s.max_position_embeddings = c.max_position_embeddings;
+  s.norm_eps = c.norm_eps;
+  s.init_std = c.init_std;
+  s.rope_theta = c.rope_theta;
+  s.mixer = c.mixer;
+  s.rope_scaling = c.rope_scaling;
+  s.where = where;
+  return s;
+}
+
 std::vector<std::string> mixer_types() {
   std::vector<std::string> v;
-  for (auto& e : kMixers) v.push_back(e.type);
+  for (auto& m : registry()) v.push_back(m.type);
   return v;
 }
 
 void validate_mixer_config(const ModelConfig& c, const std::string& where) {
-  torch::NoGradGuard ng;
-  // Building one mixer runs its parser; the weights are small and discarded.
-  ModelConfig probe = c;
-  auto& e = find(c, where);
-  LCX_CHECK(c.rope_scaling.is_null() || c.mixer_type() == "full_attention" || c.mixer_type() == "sliding_window",
-            where, ": field 'model.rope_scaling' applies to the attention mixers (full_attention, sliding_window), not '",
-            c.mixer_type(), "'");
-  e.make(probe, where);
+  auto& m = find(c, where);
+  LCX_CHECK(c.rope_scaling.is_null() || m.rope_scaling, where, ": field 'model.rope_scaling' does not apply to '",
+            m.type, "' (only to the mixers with plain RoPE attention: ", [] {
+              std::string s;
+              for (auto& r : registry())
+                if (r.rope_scaling) s += (s.empty() ? "" : ", ") + r.type;
+              return s;
+            }(), ")");
+  m.validate(layer_spec(c, where));
 }
 
 std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer) {
-  auto& e = find(c, "config");
-  auto mixer = e.make(c, "config");
-  if (e.shape == Shape::megalodon)
-    return std::make_shared<MegalodonBlock>(std::dynamic_pointer_cast<MegalodonMixer>(mixer), c.d_model, c.ffn_dim(),
-                                            c.norm_eps);
+  auto& m = find(c, "config");
+  auto spec = layer_spec(c, "config");
+  if (m.make_block) return m.make_block(spec, layer);
+  auto mixer = m.make_mixer(spec, layer);
   if (layer == 0) mixer->hold_first_layer_parameters(c.init_std);
   return std::make_shared<PreNormBlock>(mixer, c.d_model, c.ffn_dim(), c.norm_eps);
 }
 
 int64_t timestep_final_norm_groups(const ModelConfig& c) {
-  auto& e = find(c, "config");
-  if (e.shape != Shape::megalodon) return 0;
-  Fields f(c.mixer, "config", "model.mixer");
-  return f.get<int64_t>("groups", MegalodonOptions{}.groups);
+  auto& m = find(c, "config");
+  return m.final_norm_groups ? m.final_norm_groups(layer_spec(c, "config")) : 0;
 }
 
 }  // namespace longctx

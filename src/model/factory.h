@@ -1,5 +1,5 @@
-// The one place that knows which mechanisms exist: mixer type -> block. Nothing above model/
-// names a mixer.
+// The one place that knows which mechanisms exist: the registry of mixers/mechanism.h entries,
+// one line each (factory.cpp). Nothing above model/ names a mixer.
 #pragma once
 #include <memory>
 #include <string>
@@ -10,7 +10,9 @@
 
 namespace longctx {
 
-// Validates the "mixer" object of a model config (throws naming the field).
+// The fields a mechanism's layer is built from.
+LayerSpec layer_spec(const ModelConfig& c, const std::string& where);
+// Validates the "mixer" object of a model config (throws naming the field); builds nothing.
 void validate_mixer_config(const ModelConfig& c, const std::string& where);
 std::shared_ptr<Block> make_block(const ModelConfig& c, int64_t layer);
 // The final norm before the output projection: 0 = RMSNorm; g > 0 = a TimestepNorm with g

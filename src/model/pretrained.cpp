@@ -106,6 +106,11 @@ Pretrained load_pretrained(const std::string& dir, const std::vector<std::string
     fail(cfg_path, ": not valid JSON (", e.what(), ")");
   }
   LCX_CHECK(p.config.is_object() && p.config.contains("model"), cfg_path, ": no 'model' object");
+  for (auto& o : overrides) {  // a model folder's config: the model's fields only
+    auto eq = o.find('=');
+    if (eq != std::string::npos && eq > 0)
+      check_field_path(o.substr(0, eq), list_config<ModelConfig>("model"), {"model.mixer.", "model.rope_scaling."});
+  }
   apply_overrides(p.config, overrides);
   p.model_config = ModelConfig::from_json(p.config["model"], cfg_path);
   std::string tok = p.config.contains("tokenizer") ? p.config["tokenizer"].value("type", "byte") : "byte";

@@ -19,7 +19,7 @@
 
 #include <string>
 
-#include "mixers/state.h"
+#include "nn/state.h"
 
 namespace longctx {
 

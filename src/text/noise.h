@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "io/config_fields.h"
 #include "text/corpus.h"
 
 namespace longctx {
@@ -25,6 +26,20 @@ struct NoiseConfig {
   uint64_t seed = 1;
   std::vector<std::string> kinds = {"boilerplate", "table", "markup", "shuffled"};
   static const std::vector<std::string>& all_kinds();
+  template <class V>
+  void visit(V& v) {
+    v("share", share, "fraction of a noisy document's bytes that are noise; 0 = off", within(0.0, 0.9));
+    v("seed", seed, "seed of the noise");
+    v("kinds", kinds, "noise kinds drawn (boilerplate, table, markup, shuffled)",
+      Rule<std::vector<std::string>>{[](const std::vector<std::string>& k) {
+                                       if (k.empty()) return false;
+                                       for (auto& x : k)
+                                         if (std::find(all_kinds().begin(), all_kinds().end(), x) == all_kinds().end())
+                                           return false;
+                                       return true;
+                                     },
+                                     "must name at least one noise kind, each of boilerplate, table, markup, shuffled"});
+  }
 };
 
 struct NoiseStats {

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "io/config_fields.h"
 #include "model/config.h"
 #include "text/noise.h"
 
@@ -15,6 +16,12 @@ struct TokenizerConfig {
   std::string type = "byte";  // byte | sentencepiece
   std::string path;           // sentencepiece: an existing tokenizer.model, or empty to train one
   int64_t vocab_size = 0;     // sentencepiece training: vocabulary size
+  template <class V>
+  void visit(V& v) {
+    v("type", type, "byte or sentencepiece", one_of({"byte", "sentencepiece"}));
+    v("path", path, "sentencepiece: an existing tokenizer.model, or empty to train one", Write::unless_default);
+    v("vocab_size", vocab_size, "sentencepiece training: vocabulary size", Write::unless_default);
+  }
 };
 
 // Passkey prompts mixed into training (MECHANISMS.md section 4): each row is, with probability
@@ -44,9 +51,31 @@ struct PasskeyMixConfig {
   double distinct_digits = 0;
   std::vector<int64_t> eval_lengths;  // passkey accuracy at each evaluation (default: max_length)
   int64_t eval_samples = 4;     // per (length, depth); depths 0, 50, 100
+  template <class V>
+  void visit(V& v) {
+    v("fraction", fraction, "share of rows that are passkey prompts; 0 = off", within(0.0, 1.0));
+    v("min_length", min_length, "shortest prompt, tokens", at_least<int64_t>(1));
+    v("max_length", max_length, "longest prompt, tokens (0 = seq_len - 16)", at_least<int64_t>(0));
+    v("curriculum_steps", curriculum_steps, "steps over which the longest prompt grows to max_length (0 = at once)",
+      at_least<int64_t>(0));
+    v("curriculum_hold", curriculum_hold, "steps at min_length before the growth starts", at_least<int64_t>(0));
+    v("key_min", key_min, "smallest key", at_least<int64_t>(0));
+    v("key_max", key_max, "largest key", within<int64_t>(0, 999999999999LL));
+    v("answer_weight", answer_weight, "loss weight of each answer token", above(0.0));
+    v("prompt_loss", prompt_loss, "LM loss on the prompt");
+    v("pack", pack, "several prompts per row while they are short");
+    v("bare_fraction", bare_fraction, "share of prompts without the task line", within(0.0, 1.0));
+    v("boundary_fraction", boundary_fraction, "share of prompts whose answer or key starts at a segment edge",
+      within(0.0, 1.0), Write::unless_default);
+    v("boundary_period", boundary_period, "the model's segment, tokens (with boundary_fraction)", Write::unless_default);
+    v("distinct_digits", distinct_digits, "share of keys whose digits are all different", within(0.0, 1.0),
+      Write::unless_default);
+    v("eval_lengths", eval_lengths, "passkey accuracy at each evaluation at these lengths (default: max_length)");
+    v("eval_samples", eval_samples, "prompts per (length, depth) at each evaluation; 0 = none", at_least<int64_t>(0));
+  }
 };
 
-// RULER's tasks mixed into training (eval/ruler.h; MECHANISMS.md section 5): each row is, with
+// RULER's tasks mixed into training (text/ruler_tasks.h; MECHANISMS.md section 5): each row is, with
 // probability `fraction`, one task sample (a task drawn uniformly from `tasks`, a length drawn
 // uniformly in [min_length, max_length] and the haystack fitted to it with the run's tokenizer)
 // followed by its reference answer (ruler::reference_answer) and a newline, then ordinary text.
@@ -58,10 +87,21 @@ struct RulerMixConfig {
   int64_t min_length = 256;        // tokens, the budget of a sample (prompt + tokens to generate)
   int64_t max_length = 0;          // 0 = seq_len
   std::vector<std::string> tasks;  // empty = every RULER task that fits (QA only with its file);
-                                   // also litm_kv, litm_qa (lost in the middle, eval/litm.h) by name
+                                   // also litm_kv, litm_qa (lost in the middle, text/litm_tasks.h) by name
   double answer_weight = 1.0;      // loss weight of each answer token
   bool prompt_loss = false;        // LM loss on the prompt (haystack, needles, question)
   std::string squad, hotpotqa;     // QA files (their public JSON formats); empty = no QA tasks
+  template <class V>
+  void visit(V& v) {
+    v("fraction", fraction, "share of rows that are RULER samples; 0 = off", within(0.0, 1.0));
+    v("min_length", min_length, "shortest sample budget, tokens", at_least<int64_t>(1));
+    v("max_length", max_length, "longest sample budget, tokens (0 = seq_len)", at_least<int64_t>(0));
+    v("tasks", tasks, "RULER task names (empty = every task that fits), also litm_kv, litm_qa");
+    v("answer_weight", answer_weight, "loss weight of each answer token", above(0.0));
+    v("prompt_loss", prompt_loss, "LM loss on the prompt (haystack, needles, question)");
+    v("squad", squad, "SQuAD v2 JSON for qa_1", Write::unless_default);
+    v("hotpotqa", hotpotqa, "HotpotQA JSON for qa_2", Write::unless_default);
+  }
 };
 
 struct DataConfig {
@@ -79,12 +119,36 @@ struct DataConfig {
   // "main" = every training document except those (noise added), "reference" = those only.
   int64_t ref_docs = 0;
   std::string subset = "main";
+  template <class V>
+  void visit(V& v) {
+    v("train", train, "training corpora (sotu, brown, moby-dick, bible, file:PATH); split by document",
+      Rule<std::vector<std::string>>{[](const std::vector<std::string>& t) { return !t.empty(); },
+                                     "must name at least one corpus"});
+    v("val_docs", val_docs, "documents of the first corpus held out for validation", at_least<int64_t>(1));
+    v("split_seed", split_seed, "seed of the train/validation split");
+    v("seq_len", seq_len, "tokens per training row", at_least<int64_t>(2));
+    v("separator", separator, "text between documents in the token stream");
+    v.object("passkey", passkey, "passkey prompts mixed into training", [](const PasskeyMixConfig& p) { return p.fraction > 0; });
+    v.object("ruler", ruler, "RULER samples mixed into training", [](const RulerMixConfig& q) { return q.fraction > 0; });
+    v.object("noise", noise, "low-value text mixed into training documents", [](const NoiseConfig& n) { return n.share > 0; });
+    v("ref_docs", ref_docs, "documents held out after the validation ones for a reference model", at_least<int64_t>(0),
+      Write::unless_default);
+    v("subset", subset, "main (the training documents) or reference (the ref_docs only)", one_of({"main", "reference"}),
+      Write::unless_default);
+  }
 };
 
 struct ParamGroupRule {
   std::string match;          // substring of the parameter name
   double lr_scale = 1.0;      // group lr = train.lr * lr_scale (follows the schedule)
   double weight_decay = 0.0;
+  template <class V>
+  void visit(V& v) {
+    v("match", match, "substring of the parameter name",
+      Rule<std::string>{[](const std::string& m) { return !m.empty(); }, "must not be empty"});
+    v("lr_scale", lr_scale, "group lr = train.lr * lr_scale", at_least(0.0, " (0 freezes the group)"));
+    v("weight_decay", weight_decay, "AdamW weight decay of the group", at_least(0.0));
+  }
 };
 
 // RHO-1 selective language modeling (MECHANISMS.md section 9): each micro-batch keeps the
@@ -99,6 +163,13 @@ struct SelectiveConfig {
   // runs with the same data and batches ("" = computed on the fly each step).
   std::string cache;
   bool enabled() const { return !reference.empty() || select == "random"; }
+  template <class V>
+  void visit(V& v) {
+    v("reference", reference, "the reference model's folder (select = excess)");
+    v("keep", keep, "share of targets kept", Rule<double>{[](double k) { return k > 0 && k <= 1; }, "must be in (0, 1]"});
+    v("select", select, "excess (reference model) or random (the control)", one_of({"excess", "random"}));
+    v("cache", cache, "file of the reference losses of every batch (\"\" = computed each step)");
+  }
 };
 
 struct TrainConfig {
@@ -144,6 +215,40 @@ struct TrainConfig {
   // training on the states long streams produce (Buitrago Ruiz and Gu, 2507.02782). The carried
   // state is saved with each checkpoint, so a resumed run continues it.
   double carry_fraction = 0;
+  template <class V>
+  void visit(V& v) {
+    v("steps", steps, "optimizer steps", at_least<int64_t>(1));
+    v("batch_size", batch_size, "rows per micro-batch", at_least<int64_t>(1));
+    v("grad_accum", grad_accum, "micro-batches per step", at_least<int64_t>(1));
+    v("lr", lr, "peak learning rate", Rule<double>{[](double x) { return x > 0 && x < 1; }, "must be in (0, 1)"});
+    v("min_lr_ratio", min_lr_ratio, "the cosine decays to lr * min_lr_ratio", within(0.0, 1.0));
+    v("warmup_steps", warmup_steps, "linear warmup steps", at_least<int64_t>(0));
+    v("weight_decay", weight_decay, "AdamW weight decay of matrices (vectors get 0)", at_least(0.0));
+    v("beta1", beta1, "AdamW beta1", Rule<double>{[](double x) { return x >= 0 && x < 1; }, "must be in [0, 1)"});
+    v("beta2", beta2, "AdamW beta2", Rule<double>{[](double x) { return x >= 0 && x < 1; }, "must be in [0, 1)"});
+    v("eps", eps, "AdamW epsilon", above(0.0));
+    v("clip", clip, "global gradient-norm clip; 0 = off", at_least(0.0));
+    v("eval_every", eval_every, "steps between evaluations", at_least<int64_t>(0, " (0 = only at the end)"));
+    v("eval_batches", eval_batches, "validation batches per periodic evaluation", at_least<int64_t>(1));
+    v("checkpoint_every", checkpoint_every, "steps between checkpoints", at_least<int64_t>(0, " (0 = only at the end)"));
+    v("keep_checkpoints", keep_checkpoints, "newest checkpoints kept", at_least<int64_t>(1));
+    v("log_every", log_every, "steps between log lines", at_least<int64_t>(1));
+    v("seed", seed, "seed of the initialisation and the data order");
+    v.list("param_groups", param_groups, "optimizer groups by parameter name");
+    v("device", device, "cpu or cuda", one_of({"cpu", "cuda"}));
+    v("init_from", init_from, "start from this model or checkpoint folder's weights", Write::unless_default);
+    v("init_ignore", init_ignore, "name fragments that need not match init_from", Write::unless_default);
+    v("init_copy", init_copy, "parameters init_from lacks, copied from another tensor: fragment -> fragment",
+      Write::unless_default);
+    v("trainable", trainable, "when set, only parameters with one of these fragments train", Write::unless_default);
+    v.object("selective", selective, "RHO-1 selective language modeling", [](const SelectiveConfig& s) { return s.enabled(); });
+    v("category_tokens", category_tokens, "probe tokens for RHO-1's token categories; 0 = off", at_least<int64_t>(0),
+      Write::unless_default);
+    v("tbptt", tbptt, "truncated back-propagation window, tokens; 0 = whole rows",
+      at_least<int64_t>(0, " (tokens per back-propagation window; 0 = whole rows)"), Write::unless_default);
+    v("carry_fraction", carry_fraction, "share of steps whose rows continue the previous step's state", within(0.0, 1.0),
+      Write::unless_default);
+  }
 };
 
 struct RunConfig {
@@ -155,6 +260,11 @@ struct RunConfig {
   // `where` names the file in errors. vocab_size absent from "model" is taken from the tokenizer.
   static RunConfig from_json(const nlohmann::json& j, const std::string& where);
   static RunConfig from_file(const std::string& path, const std::vector<std::string>& overrides = {});
+  // Every field of a run's config: dotted path, type, default and help (`longctx train --help`).
+  static std::vector<FieldDoc> fields();
+  // Throws unless `path` (a --set path such as "train.lr") names a declared field, naming it
+  // and the nearest fields; model.mixer.* and model.rope_scaling.* belong to their parsers.
+  static void check_override_path(const std::string& path);
 };
 
 }  // namespace longctx

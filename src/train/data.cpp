@@ -4,7 +4,7 @@
 #include <random>
 #include <set>
 
-#include "eval/litm.h"
+#include "text/litm_tasks.h"
 #include "util/error.h"
 
 namespace longctx {

@@ -6,8 +6,8 @@
 
 #include <memory>
 
-#include "eval/litm.h"   // the lost-in-the-middle generators (text only)
-#include "eval/ruler.h"  // the task generators: text only, no model (train/ and eval/ share them)
+#include "text/litm_tasks.h"   // the lost-in-the-middle generators
+#include "text/ruler_tasks.h"  // RULER's task generators
 #include "text/corpus.h"
 #include "text/passkey.h"
 #include "text/tokenizer.h"

@@ -1,4 +1,4 @@
-#include "mixers/state.h"
+#include "nn/state.h"
 
 #include "util/error.h"
 #include "util/hash.h"

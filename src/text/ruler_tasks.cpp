@@ -1,4 +1,4 @@
-#include "eval/ruler.h"
+#include "text/ruler_tasks.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,0 +1,158 @@
+// longctx eval ppl | passkey: bits per byte over a long document at several contexts, and
+// passkey retrieval by length and depth.
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "commands.h"
+#include "eval/passkey.h"
+#include "eval/ppl.h"
+#include "io/fs.h"
+#include "model/pretrained.h"
+#include "util/error.h"
+#include "util/system.h"
+
+namespace longctx::cli {
+
+namespace {
+
+struct PplArgs {
+  std::string model, data = "moby-dick", contexts = "256,1024,4096", json_out;
+  int64_t chunk = 512, max_bytes = 0;
+  std::vector<std::string> sets;
+};
+
+struct PasskeyArgs {
+  std::string model, lengths = "4096,32768", depths = "0,25,50,75,100", out, device = "cpu";
+  std::vector<std::string> sets;
+  PasskeyEvalOptions o;
+};
+
+std::vector<double> parse_depths(const std::string& s) {
+  std::vector<double> v;
+  for (auto& item : split_commas(s)) {
+    char* end = nullptr;
+    double d = std::strtod(item.c_str(), &end);
+    LCX_CHECK(!item.empty() && end && *end == '\0' && d >= 0 && d <= 100, "--depths: '", item,
+              "' is not a depth in percent (0..100)");
+    v.push_back(d);
+  }
+  return v;
+}
+
+int run_ppl(const PplArgs& a) {
+  auto p = load_pretrained(a.model, a.sets);
+  std::string text = eval_text(a.data, a.model);
+  if (a.max_bytes > 0 && static_cast<int64_t>(text.size()) > a.max_bytes) text.resize(a.max_bytes);
+  auto toks = p.tokenizer->encode(text);
+  double bpt = double(text.size()) / double(toks.size());
+  std::printf("model %s (%s, %.2fM parameters), data %s: %zu bytes, %zu tokens\n", a.model.c_str(),
+              p.model_config.mixer_type().c_str(), p.model->num_parameters() / 1e6, a.data.c_str(), text.size(),
+              toks.size());
+  std::printf("%10s %12s %14s %12s %12s %12s\n", "context", "bits/byte", "tokens scored", "tokens/s", "state", "peak RSS");
+  nlohmann::json results = nlohmann::json::array();
+  for (auto c : parse_lengths(a.contexts, "--context")) {
+    PplOptions o;
+    o.context = c;
+    o.chunk = a.chunk;
+    auto r = eval_bits_per_byte(p.model, toks, bpt, o);
+    std::printf("%10lld %12.4f %14lld %12.0f %12s %12s\n", (long long)r.context, r.bits_per_byte,
+                (long long)r.tokens_scored, r.tokens_per_s, human_bytes(r.state_bytes).c_str(),
+                human_bytes(r.peak_rss).c_str());
+    std::fflush(stdout);
+    results.push_back({{"context", r.context}, {"bits_per_byte", r.bits_per_byte}, {"nats_per_token", r.nats_per_token},
+                       {"tokens_scored", r.tokens_scored}, {"windows", r.windows}, {"seconds", r.seconds},
+                       {"tokens_per_s", r.tokens_per_s}, {"state_bytes", r.state_bytes}, {"peak_rss_bytes", r.peak_rss}});
+  }
+  if (!a.json_out.empty())
+    write_file_atomic(a.json_out,
+                      nlohmann::json({{"model", a.model}, {"data", a.data}, {"results", results}}).dump(2) + "\n");
+  return 0;
+}
+
+int run_passkey(PasskeyArgs a, int threads) {
+  auto p = load_pretrained(a.model, a.sets);
+  if (a.device == "cuda") {
+    LCX_CHECK(torch::cuda::is_available(), "--device cuda: this libtorch sees no CUDA device");
+    p.model->to(torch::kCUDA);
+  } else {
+    LCX_CHECK(a.device == "cpu", "--device: '", a.device, "' is not cpu or cuda");
+  }
+  auto& o = a.o;
+  o.lengths = parse_lengths(a.lengths, "--lengths");
+  o.depths = parse_depths(a.depths);
+  std::filesystem::create_directories(a.out);
+  std::string samples_path = a.out + "/samples.jsonl";
+  std::ofstream samples(samples_path + ".tmp");
+  o.on_sample = [&](const nlohmann::json& j) { samples << j.dump() << "\n"; };
+  o.log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+  std::fprintf(stderr, "passkey: model %s (%s, %.2fM parameters, %s state), %lld samples per cell, seed %llu\n",
+               a.model.c_str(), p.model_config.mixer_type().c_str(), p.model->num_parameters() / 1e6,
+               p.model->state_bounded() ? "bounded" : "growing", (long long)o.samples, (unsigned long long)o.seed);
+  auto cells = eval_passkey(p.model, *p.tokenizer, o);
+  samples.close();
+  std::filesystem::rename(samples_path + ".tmp", samples_path);
+  nlohmann::json summary = nlohmann::json::array();
+  for (auto& c : cells) summary.push_back(c.to_json());
+  write_file_atomic(a.out + "/summary.json", summary.dump(2) + "\n");
+  write_file_atomic(a.out + "/run.json", nlohmann::json({{"model", a.model},
+                                                         {"mechanism", p.model_config.mixer_type()},
+                                                         {"mixer", p.model_config.mixer},
+                                                         {"overrides", a.sets},
+                                                         {"parameters", p.model->num_parameters()},
+                                                         {"samples", o.samples},
+                                                         {"seed", o.seed},
+                                                         {"lengths", o.lengths},
+                                                         {"depths", o.depths},
+                                                         {"key_min", o.key_min},
+                                                         {"key_max", o.key_max},
+                                                         {"device", a.device},
+                                                         {"threads", threads}})
+                                                 .dump(2) + "\n");
+  write_file_atomic(a.out + "/heatmap.svg",
+                    passkey_heatmap_svg(cells, "passkey accuracy: " + std::filesystem::path(a.model).filename().string() +
+                                                   " (" + std::to_string(o.samples) + " samples per cell)"));
+  std::printf("%s", passkey_table(cells).c_str());
+  std::printf("wrote %s/summary.json, samples.jsonl, heatmap.svg\n", a.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_eval(CLI::App& app, Commands& cmds, const Globals& g) {
+  auto* ev = app.add_subcommand("eval", "evaluate a model");
+  ev->require_subcommand(1);
+
+  auto pa = std::make_shared<PplArgs>();
+  auto* ppl = ev->add_subcommand("ppl", "bits per byte over a long document, streamed, at several contexts");
+  ppl->add_option("--model", pa->model, "model folder")->required();
+  ppl->add_option("--data", pa->data, "corpus (moby-dick, bible, sotu, brown, file:PATH) or val (the model's held-out documents)");
+  ppl->add_option("--context", pa->contexts, "comma-separated window lengths in tokens; 'all' = the whole document");
+  ppl->add_option("--chunk", pa->chunk, "tokens per forward call (memory)");
+  ppl->add_option("--set", pa->sets, "override a model config field, e.g. model.mixer={\"type\":\"sliding_window\",\"window\":256}");
+  ppl->add_option("--json", pa->json_out, "also write the results as JSON to this file");
+  ppl->add_option("--max-bytes", pa->max_bytes, "use only the first N bytes of the document (0 = all)");
+  cmds.push_back({ppl, [pa] { return run_ppl(*pa); }});
+
+  auto pk = std::make_shared<PasskeyArgs>();
+  auto* pkc = ev->add_subcommand("passkey", "passkey retrieval by length and depth (JSONL per sample, summary.json, heatmap)");
+  pkc->add_option("--model", pk->model, "model folder")->required();
+  pkc->add_option("--lengths", pk->lengths, "prompt lengths in the model's tokens (4096, 4K, 1M, ...)");
+  pkc->add_option("--depths", pk->depths, "depths of the key in percent (0 = start, 100 = just before the question)");
+  pkc->add_option("--samples", pk->o.samples, "prompts (random keys) per length and depth");
+  pkc->add_option("--seed", pk->o.seed, "seed of the keys");
+  pkc->add_option("--out", pk->out, "folder for summary.json, samples.jsonl, heatmap.svg")->required();
+  pkc->add_option("--chunk", pk->o.chunk, "tokens per forward call (memory; results do not depend on it)");
+  pkc->add_option("--key-min", pk->o.key_min, "smallest key");
+  pkc->add_option("--key-max", pk->o.key_max, "largest key");
+  pkc->add_option("--max-new-tokens", pk->o.max_new_tokens, "generation limit (0 = digits of --key-max + 4)");
+  pkc->add_option("--set", pk->sets, "override a model config field");
+  pkc->add_option("--device", pk->device, "cpu or cuda");
+  cmds.push_back({pkc, [pk, &g] { return run_passkey(*pk, g.threads); }});
+}
+
+}  // namespace longctx::cli
