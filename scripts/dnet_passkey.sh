@@ -113,7 +113,8 @@ for s in $STAGES; do
       case $L in 2048) steps=300 ;; 4096) steps=200 ;; 8192) steps=120 ;; *) steps=80 ;; esac
       run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-${C_FROM:-$OUT/W}}" "${WINDOW[@]}" \
         --set "data.seq_len=$((L + 256))" --set "data.passkey.max_length=$L" \
-        --set "data.passkey.eval_lengths=[$L,$((2 * L))]" --set "train.steps=$steps" --set "train.tbptt=4096"
+        --set "data.passkey.eval_lengths=[$L,$((2 * L))]" --set "train.steps=$steps" --set "train.tbptt=4096" \
+        --set "train.checkpoint_every=$((steps / 4))"
       prev="$OUT/$s" ;;
     R) run_stage R "$OUT/R" --config configs/dnet-passkey-r.json --set "train.init_from=${prev:-${R_FROM:-$OUT/C16384}}" "${WINDOW[@]}"
        prev="$OUT/R" ;;
