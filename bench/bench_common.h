@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 
 #include "util/system.h"
@@ -30,6 +31,27 @@ inline std::string flag(int argc, char** argv, const std::string& name, const st
   for (int i = 1; i + 1 < argc; ++i)
     if (argv[i] == "--" + name) return argv[i + 1];
   return def;
+}
+
+// Every argument must be "--name value" with a name in `known`: --help (or -h) prints `usage`
+// and exits 0, anything else prints it and exits 2, before any work starts.
+inline void check_flags(int argc, char** argv, std::initializer_list<const char*> known, const char* usage) {
+  for (int i = 1; i < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    bool ok = a.rfind("--", 0) == 0 && i + 1 < argc;
+    if (ok) {
+      ok = false;
+      for (auto* k : known) ok = ok || a == std::string("--") + k;
+    }
+    if (!ok) {
+      std::fprintf(stderr, "%s: '%s' is not a flag it takes (or lacks its value)\n%s", argv[0], a.c_str(), usage);
+      std::exit(2);
+    }
+  }
 }
 
 }  // namespace longctx::bench

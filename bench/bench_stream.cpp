@@ -55,6 +55,10 @@ Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int6
 }  // namespace
 
 int main(int argc, char** argv) {
+  bench::check_flags(argc, argv, {"threads", "model", "config", "window", "segment", "lengths", "full-max", "chunk", "mixers"},
+                     "usage: bench_stream [--model DIR | --config FILE] [--window 512] [--segment 512]\n"
+                     "                    [--lengths 4096,65536,1048576] [--full-max 65536] [--chunk 512]\n"
+                     "                    [--mixers infini_attention,sliding_window,full_attention] [--threads N]\n");
   int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
   tune_allocator();
   std::string model_dir = bench::flag(argc, argv, "model", "");

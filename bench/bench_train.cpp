@@ -14,6 +14,8 @@
 using namespace longctx;
 
 int main(int argc, char** argv) {
+  bench::check_flags(argc, argv, {"threads", "config", "batch", "seq", "steps"},
+                     "usage: bench_train [--config configs/transformer-tiny.json] [--batch B] [--seq T] [--steps N] [--threads N]\n");
   int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
   auto cfg = RunConfig::from_file(bench::flag(argc, argv, "config", "configs/transformer-tiny.json"));
   int64_t B = std::atoll(bench::flag(argc, argv, "batch", std::to_string(cfg.train.batch_size)).c_str());
