@@ -33,13 +33,24 @@
 # stages to run, default "early B W C2048 C4096 C8192 C16384 R"), B_FROM (stage B from another
 # model, into $OUT/B-from-NAME; the C stages then follow it), C_FROM (the first C stage's start
 # when W is not among STAGES; default $OUT/W), R_FROM (stage R's start when no stage runs before it
-# in STAGES; default $OUT/C16384).
+# in STAGES; default $OUT/C16384), QK_CONV (K > 0: the W, C and R stages use DeltaNet's short
+# convolution of K tokens on the memory's queries and keys; a start model without one gains it as
+# the identity, its taps trained at 10x the learning rate without weight decay).
 set -euo pipefail
 LONGCTX=${LONGCTX:-build/longctx}
 OUT=${OUT:-runs/dnet-passkey}
 THREADS=${THREADS:-2}
 STAGES=${STAGES:-"early B W C2048 C4096 C8192 C16384 R"}
 WINDOW=(--set model.mixer.read=token --set model.mixer.local=window)
+QK_CONV=${QK_CONV:-0}
+GROUPS_CONV='[{"match": "memory_gate", "lr_scale": 30, "weight_decay": 0.0}, {"match": "beta_proj", "lr_scale": 1, "weight_decay": 0.0}, {"match": "qk_conv", "lr_scale": 10, "weight_decay": 0.0}]'
+# conv_args FROM: the arguments that add the short convolution (QK_CONV > 0) to a stage from FROM.
+conv_args() {
+  CONV=()
+  [ "$QK_CONV" -gt 0 ] || return 0
+  CONV=(--set "model.mixer.qk_conv=$QK_CONV" --set "train.param_groups=$GROUPS_CONV")
+  grep -q '"qk_conv"' "$1/config.json" 2>/dev/null || CONV+=(--set 'train.init_ignore=["qk_conv"]')
+}
 mkdir -p "$OUT"
 . "$(dirname "$0")/train_arm.sh"
 
@@ -105,18 +116,21 @@ for s in $STAGES; do
       [ -n "${B_FROM:-}" ] && dir="$OUT/B-from-$(basename "$B_FROM")"
       run_stage B "$dir" --config configs/dnet-passkey-b.json --set "train.init_from=$from"
       prev=$dir ;;
-    W) run_stage W "$OUT/W" --config configs/dnet-passkey-b.json --set "train.init_from=${prev:-$OUT/B}" "${WINDOW[@]}" \
+    W) conv_args "${prev:-$OUT/B}"
+       run_stage W "$OUT/W" --config configs/dnet-passkey-b.json --set "train.init_from=${prev:-$OUT/B}" "${WINDOW[@]}" ${CONV[@]+"${CONV[@]}"} \
          --set 'data.passkey.eval_lengths=[1024,4096]' --set train.steps=400 --set train.eval_every=100
        prev="$OUT/W" ;;
     C*)
       L=${s#C}
       case $L in 2048) steps=300 ;; 4096) steps=200 ;; 8192) steps=120 ;; *) steps=80 ;; esac
-      run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-${C_FROM:-$OUT/W}}" "${WINDOW[@]}" \
+      conv_args "${prev:-${C_FROM:-$OUT/W}}"
+      run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-${C_FROM:-$OUT/W}}" "${WINDOW[@]}" ${CONV[@]+"${CONV[@]}"} \
         --set "data.seq_len=$((L + 256))" --set "data.passkey.max_length=$L" \
         --set "data.passkey.eval_lengths=[$L,$((2 * L))]" --set "train.steps=$steps" --set "train.tbptt=4096" \
         --set "train.checkpoint_every=$((steps / 4))"
       prev="$OUT/$s" ;;
-    R) run_stage R "$OUT/R" --config configs/dnet-passkey-r.json --set "train.init_from=${prev:-${R_FROM:-$OUT/C16384}}" "${WINDOW[@]}"
+    R) conv_args "${prev:-${R_FROM:-$OUT/C16384}}"
+       run_stage R "$OUT/R" --config configs/dnet-passkey-r.json --set "train.init_from=${prev:-${R_FROM:-$OUT/C16384}}" "${WINDOW[@]}" ${CONV[@]+"${CONV[@]}"}
        prev="$OUT/R" ;;
     *) echo "unknown stage $s"; exit 2 ;;
   esac

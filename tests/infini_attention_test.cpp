@@ -36,12 +36,15 @@ std::vector<double> phi(Acc a, int64_t t, int64_t d) {
 // betas (deltanet only): [T] write strengths; defined selects DeltaNet's memory.
 torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t N,
                              bool delta, double gate, double eps, double base, torch::Tensor betas = {},
-                             bool token_read = false, bool window_local = false) {
+                             bool token_read = false, bool window_local = false, torch::Tensor mq = {},
+                             torch::Tensor mk = {}) {
   const bool dnet = betas.defined();
+  if (!mq.defined()) mq = q, mk = k;  // the memory's queries and keys (after qk_conv when set)
+  auto mqa = mq.accessor<double, 2>(), mka = mk.accessor<double, 2>();
   // DeltaNet's write of token t: M += b_t k_t (v_t - k_t^T M).
   auto write = [&](std::vector<std::vector<double>>& M, int64_t t) {
-    auto ka = k.accessor<double, 2>(), va = v.accessor<double, 2>();
-    auto kt = phi(ka, t, k.size(1));
+    auto va = v.accessor<double, 2>();
+    auto kt = phi(mka, t, k.size(1));
     double bt = betas[t].item<double>();
     for (int64_t c = 0; c < v.size(1); ++c) {
       double r = 0;
@@ -83,7 +86,7 @@ torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, con
       for (auto& e : sc) sum += (e = std::exp(e - mx));
       std::vector<double> sq(d);
       double den = 0;
-      if (dnet) sq = phi(qa, t, d), den = 1.0;  // no normaliser
+      if (dnet) sq = phi(mqa, t, d), den = 1.0;  // no normaliser
       else for (int64_t i = 0; i < d; ++i) den += (sq[i] = elu1(qa[t][i])) * z[i];
       for (int64_t c = 0; c < d; ++c) {
         double local = 0, num = 0;
@@ -126,6 +129,28 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
   const bool dnet = o.update == InfiniAttentionOptions::Update::deltanet;
   torch::Tensor betas;
   if (dnet) betas = torch::sigmoid(m.beta_proj(x).to(torch::kFloat64));  // [B,T,H]
+  // qk_conv: the memory's queries and keys through the causal convolution, as plain loops (zeros
+  // before the stream's start).
+  auto mq = q.clone(), mk = k.clone();
+  if (o.qk_conv > 0) {
+    const int64_t K = o.qk_conv, D = H * d;
+    auto w = m.qk_conv.to(torch::kFloat64);
+    auto qf = q.reshape({B, T, D}), kf = k.reshape({B, T, D});
+    auto mqf = torch::zeros({B, T, D}, torch::kFloat64), mkf = torch::zeros({B, T, D}, torch::kFloat64);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < D; ++c) {
+          double sq = 0, sk = 0;
+          for (int64_t j = 0; j < K; ++j) {
+            const int64_t u = t - (K - 1) + j;
+            if (u < 0) continue;
+            sq += w[c][j].item<double>() * qf[b][u][c].item<double>();
+            sk += w[D + c][j].item<double>() * kf[b][u][c].item<double>();
+          }
+          mqf[b][t][c] = sq, mkf[b][t][c] = sk;
+        }
+    mq = mqf.view({B, T, H, d}), mk = mkf.view({B, T, H, d});
+  }
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       double g = 1.0 / (1.0 + std::exp(-m.memory_gate[h].item<double>()));
@@ -133,7 +158,8 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
                                                        v[b].select(1, h).contiguous(), o.segment,
                                                        o.update == InfiniAttentionOptions::Update::delta, g, o.eps,
                                                        o.rope.base, dnet ? betas[b].select(1, h).contiguous() : torch::Tensor(),
-                                                       o.token_read, o.window_local));
+                                                       o.token_read, o.window_local, mq[b].select(1, h).contiguous(),
+                                                       mk[b].select(1, h).contiguous()));
     }
   return torch::matmul(y.view({B, T, H * d}), m.o_proj->weight.t());
 }
@@ -168,10 +194,10 @@ void expect_grad_matches_fd(const torch::Tensor& x, const torch::Tensor& grad, L
 using Update = InfiniAttentionOptions::Update;
 
 InfiniAttentionMixer make_mixer(int64_t segment, Update update, torch::Dtype dt = torch::kFloat64, int64_t chunk = 64,
-                                bool token_read = false, bool window_local = false) {
+                                bool token_read = false, bool window_local = false, int64_t qk_conv = 0) {
   InfiniAttentionOptions o;
   o.d_model = 16, o.n_heads = 2, o.segment = segment, o.update = update, o.chunk = chunk, o.token_read = token_read;
-  o.window_local = window_local;
+  o.window_local = window_local, o.qk_conv = qk_conv;
   o.rope.dim = 8;
   InfiniAttentionMixer m(o);
   torch::NoGradGuard ng;
@@ -454,9 +480,9 @@ TEST(DeltaNet, GradientsMatchCentralFiniteDifferences) {
   for (auto* p : {&kraw, &v, &braw, &M0}) expect_grad_matches_fd(*p, p->grad().clone(), loss, 1, "update input");
   // The whole mixer, segments of 5 over 17 tokens (three memory updates): sampled entries of every
   // parameter, the write-strength projection and the gate included.
-  for (int mode : {0, 1, 2}) {
+  for (int mode : {0, 1, 2, 3}) {
     const bool token_read = mode > 0;
-    auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, token_read, mode == 2);
+    auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, token_read, mode >= 2, mode == 3 ? 3 : 0);
     auto x = torch::randn({1, 17, 16}, torch::kFloat64);
     auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
     auto mloss = [&] {
@@ -583,4 +609,63 @@ TEST(DeltaNet, WriteStrengthLearnsAndConfigNamesTheRule) {
   ModelConfig c;
   c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "update": "deltanet", "chunk": 0})");
   expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "chunk"});
+}
+
+TEST(DeltaNet, ShortConvolutionMatchesFloat64LoopsStreamsInAnyChunkingAndStartsAsTheIdentity) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(28);
+  // Random taps: the mixer against the plain-loop reference, segment and window local paths.
+  for (bool window : {false, true}) {
+    auto m = make_mixer(7, Update::deltanet, torch::kFloat64, 3, window, window, 4);
+    auto x = torch::randn({2, 40, 16}, torch::kFloat64);
+    State s;
+    StepContext ctx;
+    auto y = m.forward(x, s, ctx);
+    EXPECT_LT(max_abs_diff(y, reference(m, x)), 1e-10) << "window " << window;
+    EXPECT_EQ(s.at("qk_hist").sizes(), (std::vector<int64_t>{2, 3, 32}));
+    // Pieces of 1, 2 and 5 tokens (shorter than the kernel included) give the same outputs.
+    for (int64_t piece : {1, 2, 5}) {
+      State sp;
+      std::vector<torch::Tensor> parts;
+      for (int64_t t = 0; t < 40; t += piece) parts.push_back(m.forward(x.narrow(1, t, std::min(piece, 40 - t)), sp, ctx));
+      EXPECT_LT(max_abs_diff(torch::cat(parts, 1), y), 1e-10) << "pieces of " << piece << " window " << window;
+    }
+    // The taps matter: zeroing the earlier taps changes the output (the test can fail).
+    auto m1 = make_mixer(7, Update::deltanet, torch::kFloat64, 3, window, window, 4);
+    copy_params(m, m1);
+    m1.qk_conv.narrow(1, 0, 3).zero_();
+    State s1;
+    EXPECT_GT(max_abs_diff(m1.forward(x, s1, ctx), y), 1e-4);
+  }
+  // At initialisation the convolution is the identity: the same outputs as the mixer without it.
+  InfiniAttentionOptions o;
+  o.d_model = 16, o.n_heads = 2, o.segment = 7, o.update = Update::deltanet, o.token_read = true, o.window_local = true;
+  o.rope.dim = 8;
+  InfiniAttentionMixer plain(o);
+  o.qk_conv = 4;
+  InfiniAttentionMixer conv(o);
+  EXPECT_EQ(conv.qk_conv.sizes(), (std::vector<int64_t>{32, 4}));
+  for (auto& p : plain.named_parameters()) conv.named_parameters()[p.key()].copy_(p.value());
+  auto x = torch::randn({1, 30, 16});
+  State a, b;
+  StepContext ctx;
+  EXPECT_LT(max_abs_diff(conv.forward(x, a, ctx), plain.forward(x, b, ctx)), 1e-6);
+  // In a whole model too: the model's generic initialisation leaves the identity in place.
+  ModelConfig c;
+  c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.d_ff = 32;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "update": "deltanet", "qk_conv": 4})");
+  CausalLM lm(c);
+  int convs = 0;
+  for (auto& p : lm->named_parameters())
+    if (p.key().find("qk_conv") != std::string::npos) {
+      ++convs;
+      EXPECT_EQ(p.value().select(1, 3).min().item<double>(), 1.0) << p.key();
+      EXPECT_EQ(p.value().narrow(1, 0, 3).abs().max().item<double>(), 0.0) << p.key();
+    }
+  EXPECT_EQ(convs, 2);
+  // The config: a kernel of >= 2 tokens, only with the deltanet rule.
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "update": "deltanet", "qk_conv": 1})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "qk_conv", ">= 2"});
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "qk_conv": 4})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "qk_conv", "deltanet"});
 }

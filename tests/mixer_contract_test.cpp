@@ -30,6 +30,8 @@ const MixerCase kMixers[] = {
     {"infini_deltanet_odd", R"({"type": "infini_attention", "segment": 13, "update": "deltanet", "detach_every": 2})", true},
     {"infini_deltanet_token", R"({"type": "infini_attention", "segment": 11, "update": "deltanet", "read": "token", "chunk": 4})", true},
     {"infini_deltanet_window", R"({"type": "infini_attention", "segment": 12, "update": "deltanet", "read": "token", "local": "window", "chunk": 5, "detach_every": 1})", true},
+    {"infini_deltanet_conv", R"({"type": "infini_attention", "segment": 12, "update": "deltanet", "read": "token", "local": "window", "chunk": 5, "qk_conv": 4})", true},
+    {"infini_deltanet_conv_segment", R"({"type": "infini_attention", "segment": 9, "update": "deltanet", "qk_conv": 3})", true},
     {"infini_detach", R"({"type": "infini_attention", "segment": 7, "detach_every": 2, "gate_init": 1.5})", true},
     {"megalodon", R"({"type": "megalodon", "z_dim": 16, "v_dim": 32, "chunk": 16, "groups": 4, "ndim": 4})", true},
     {"bswa", R"({"type": "bswa", "block": 16, "memory_blocks": 2})", true},
@@ -55,6 +57,12 @@ class MixerContract : public ::testing::TestWithParam<MixerCase> {
     torch::manual_seed(11);
     model = CausalLM(c);
     model->eval();
+    {  // Parameters that start as the identity (DeltaNet's short convolution) get random values, so
+       // the history they read across pieces matters here.
+      torch::NoGradGuard ng;
+      for (auto& p : model->named_parameters())
+        if (p.key().find("qk_conv") != std::string::npos) p.value().normal_(0, 0.5);
+    }
     tokens = torch::randint(0, 256, {2, kLen}, torch::kInt64);
   }
   torch::Tensor run_chunks(const std::vector<int64_t>& sizes, ModelState& st, int64_t from = 0) {

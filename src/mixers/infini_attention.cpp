@@ -21,6 +21,10 @@ InfiniAttentionOptions InfiniAttentionOptions::parse(Fields& f, int64_t d_model,
   o.update = rule == "delta" ? Update::delta : rule == "linear" ? Update::linear : Update::deltanet;
   o.chunk = f.get<int64_t>("chunk", o.chunk);
   f.check(o.chunk > 0, "chunk", o.chunk, "must be > 0 (tokens per chunk of the DeltaNet update)");
+  o.qk_conv = f.get<int64_t>("qk_conv", 0);
+  f.check(o.qk_conv == 0 || o.qk_conv >= 2, "qk_conv", o.qk_conv, "must be 0 (off) or a kernel of >= 2 tokens");
+  f.check(o.qk_conv <= 64, "qk_conv", o.qk_conv, "must be <= 64 (a short convolution)");
+  f.check(o.qk_conv == 0 || o.update == Update::deltanet, "qk_conv", o.qk_conv, "needs \"update\": \"deltanet\"");
   o.detach_every = f.get<int64_t>("detach_every", 0);
   f.check(o.detach_every >= 0, "detach_every", o.detach_every, "must be >= 0 (0 = never)");
   o.gate_init = f.get<double>("gate_init", o.gate_init);
@@ -50,6 +54,17 @@ InfiniAttentionMixer::InfiniAttentionMixer(InfiniAttentionOptions o) : o_(o), ro
     torch::NoGradGuard ng;
     beta_proj->bias.zero_();  // write strength 0.5 at the start
   }
+  if (o_.qk_conv > 0) {
+    qk_conv = register_parameter("qk_conv", torch::empty({2 * o_.d_model, o_.qk_conv}));
+    init_own_parameters();
+  }
+}
+
+void InfiniAttentionMixer::init_own_parameters() {
+  if (!qk_conv.defined()) return;
+  torch::NoGradGuard ng;
+  qk_conv.zero_();
+  qk_conv.select(1, o_.qk_conv - 1).fill_(1.0);  // the identity
 }
 
 std::map<std::string, std::vector<double>> InfiniAttentionMixer::diagnostics(const State&) const {
@@ -70,6 +85,9 @@ StateSchema InfiniAttentionMixer::state_schema() const {
     if (o_.update == InfiniAttentionOptions::Update::deltanet)
       s.push_back(StateField::tensor("b", {B, H, any, 1}, "the segment's write strengths", N));
   }
+  if (o_.qk_conv > 0)
+    s.push_back(StateField::tensor("qk_hist", {B, o_.qk_conv - 1, 2 * o_.d_model},
+                                   "the last qk_conv - 1 rows of the memory's queries and keys before the convolution"));
   return s;
 }
 
@@ -85,6 +103,18 @@ void infini_memory_update(torch::Tensor& M, torch::Tensor& z, const torch::Tenso
   auto val = delta ? v - infini_memory_read(sk, M, z, eps) : v;
   M = M + torch::matmul(sk.transpose(-2, -1), val);
   z = z + sk.sum(2);
+}
+
+std::pair<torch::Tensor, torch::Tensor> causal_short_conv(const torch::Tensor& x, const torch::Tensor& hist,
+                                                          const torch::Tensor& w) {
+  const int64_t T = x.size(1), K = w.size(1);
+  LCX_CHECK(hist.dim() == 3 && hist.size(1) == K - 1 && hist.size(2) == x.size(2) && w.size(0) == x.size(2),
+            "causal_short_conv: history ", hist.sizes(), " and taps ", w.sizes(), " do not fit input ", x.sizes());
+  auto ext = torch::cat({hist.to(x.scalar_type()), x}, 1);  // [B, K-1+T, C]
+  auto wt = w.to(x.scalar_type());
+  auto y = ext.narrow(1, K - 1, T) * wt.select(1, K - 1);
+  for (int64_t j = 0; j + 1 < K; ++j) y = y + ext.narrow(1, j, T) * wt.select(1, j);
+  return {y, ext.narrow(1, T, K - 1)};
 }
 
 torch::Tensor deltanet_feature(const torch::Tensor& x) {
@@ -171,8 +201,17 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   auto parts = qkv.split_with_sizes({2 * H, H}, 2);
   auto rot = rope_.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({H, H}, 2);
   auto qr = rot[0].transpose(1, 2), kr = rot[1].transpose(1, 2);  // [B,H,T,d], local attention
-  auto raw = parts[0].split_with_sizes({H, H}, 2);                 // memory: before RoPE
   const bool dnet = o_.update == InfiniAttentionOptions::Update::deltanet;
+  auto mem_qk = parts[0];  // memory: before RoPE
+  if (o_.qk_conv > 0) {
+    const int64_t C = 2 * H * d;
+    auto hist = state.has("qk_hist") ? state.at("qk_hist") : torch::zeros({B, o_.qk_conv - 1, C}, x.options());
+    LCX_CHECK(hist.size(0) == B, "infini_attention: state has batch ", hist.size(0), ", input has ", B);
+    auto r = causal_short_conv(mem_qk.reshape({B, T, C}), hist, qk_conv);
+    mem_qk = r.first.view({B, T, 2 * H, d});
+    state.set("qk_hist", r.second.contiguous());
+  }
+  auto raw = mem_qk.split_with_sizes({H, H}, 2);
   torch::Tensor sq, sk, wb;  // features; deltanet's write strengths [B,H,T,1]
   if (dnet) {
     sq = deltanet_feature(raw[0].to(mdt)).transpose(1, 2);

@@ -49,6 +49,12 @@ struct InfiniAttentionOptions {
   // "window" (needs deltanet and read "token"): every token sees the last N tokens, so a
   // segment edge never cuts the question from its answer; the memory holds everything.
   bool window_local = false;
+  // deltanet: K > 0 passes the memory's queries and keys (before the feature map) through a causal
+  // depthwise convolution over the last K tokens, DeltaNet's short convolution, so a key can hold
+  // the tokens before it ("pass key is 7" and "grass is green" write apart). Initialised to the
+  // identity (the last tap 1), so a model that gains it starts as the same function. The state
+  // holds the last K - 1 rows of its input. 0 = off.
+  int64_t qk_conv = 0;
   int64_t detach_every = 0;   // training: detach M, z after every k-th update (0 = never)
   double gate_init = 0.0;     // beta at initialisation (sigmoid 0.5)
   double eps = 1e-6;          // denominator guard
@@ -65,11 +71,13 @@ class InfiniAttentionMixer : public Mixer {
   bool state_bounded() const override { return true; }
   std::map<std::string, std::vector<double>> diagnostics(const State& run_memory) const override;
   StateSchema state_schema() const override;
+  void init_own_parameters() override;
   const InfiniAttentionOptions& options() const { return o_; }
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   torch::Tensor memory_gate;  // beta [H]
   torch::nn::Linear beta_proj{nullptr};  // deltanet only: D -> H write strengths (with bias)
+  torch::Tensor qk_conv;  // qk_conv > 0 only: [2 D, K] taps, q's channels then k's, the last tap current
 
  private:
   InfiniAttentionOptions o_;
@@ -91,6 +99,11 @@ torch::Tensor deltanet_memory_update(const torch::Tensor& M, const torch::Tensor
 std::pair<torch::Tensor, torch::Tensor> deltanet_scan(const torch::Tensor& M, const torch::Tensor& q,
                                                       const torch::Tensor& k, const torch::Tensor& v,
                                                       const torch::Tensor& beta, int64_t chunk);
+// A causal depthwise convolution: y_t = sum_j w[:, j] x_{t-K+1+j} over x [B,T,C] preceded by the
+// K - 1 rows `hist` [B,K-1,C] (the earlier input; zeros at a stream's start); w [C,K]. Returns y and
+// the last K - 1 rows of [hist; x], the next call's hist.
+std::pair<torch::Tensor, torch::Tensor> causal_short_conv(const torch::Tensor& x, const torch::Tensor& hist,
+                                                          const torch::Tensor& w);
 // phi: SiLU then L2 normalisation over the last dimension (the DeltaNet feature map).
 torch::Tensor deltanet_feature(const torch::Tensor& x);
 

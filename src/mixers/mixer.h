@@ -68,6 +68,9 @@ class Mixer : public torch::nn::Module {
   // embedding level (TransformerFAM's initial memory, Activation Beacon's beacon embedding)
   // register them there, initialised with init_std.
   virtual void hold_first_layer_parameters(double init_std) { (void)init_std; }
+  // Called by the model after its generic initialisation: parameters whose initial value is part
+  // of the mechanism (DeltaNet's short convolution starts as the identity) are set here.
+  virtual void init_own_parameters() {}
 };
 
 }  // namespace longctx

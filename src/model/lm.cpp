@@ -75,8 +75,10 @@ void CausalLMImpl::init_weights() {
     bool out = name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos;
     p.normal_(0.0, out ? out_std : cfg_.init_std);
   }
-  for (auto& b : blocks)
+  for (auto& b : blocks) {
     if (b->own_init()) b->reset_parameters();
+    if (b->mixer()) b->mixer()->init_own_parameters();
+  }
 }
 
 int64_t CausalLMImpl::num_parameters() const {
