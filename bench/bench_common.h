@@ -1,11 +1,14 @@
 // Shared by the benchmarks: the machine's own sgemm peak, measured in the same process.
 #pragma once
+#include <sys/wait.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 
 #include "util/system.h"
 
@@ -24,6 +27,33 @@ inline double sgemm_gflops(int64_t n = 2048, int reps = 5) {
     best = std::max(best, 2.0 * n * n * n / dt / 1e9);
   }
   return best;
+}
+
+// Runs f() in a forked child and returns its result (a plain struct) through a pipe, so that the
+// child's peak RSS is its own and the parent starts no thread pool and keeps no heap (glibc keeps
+// freed memory when tune_allocator raised the trim threshold, and a later child inherits it as
+// resident pages). False when the child failed; *status gets its exit status.
+template <class R, class F>
+bool in_child(F&& f, R& out, int* status = nullptr) {
+  static_assert(std::is_trivially_copyable<R>::value, "in_child returns a plain struct");
+  int fd[2];
+  if (pipe(fd) != 0) return false;
+  std::fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    close(fd[0]);
+    R r = f();
+    if (write(fd[1], &r, sizeof r) != static_cast<ssize_t>(sizeof r)) _exit(1);
+    _exit(0);
+  }
+  close(fd[1]);
+  bool ok = read(fd[0], &out, sizeof out) == static_cast<ssize_t>(sizeof out);
+  close(fd[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  if (status) *status = st;
+  return ok;
 }
 
 // --name value flags.

@@ -1,6 +1,7 @@
 // Streaming prefill: tokens/s, peak RSS and state bytes at several context lengths, for
 // Infini-attention, the sliding window and full attention (up to where it fits), in one run.
-// Each (mixer, length) runs in a forked child so its peak RSS is its own. The fraction of the
+// Each (mixer, length) runs in a forked child so its peak RSS is its own (the sgemm peak too, so
+// its matrices stay out of every later child). The fraction of the
 // sgemm peak counts the dense FLOPs (2 x parameters per token; attention not counted).
 //   build/bench_stream [--model DIR | --config configs/transformer-tiny.json] [--window 512]
 //                      [--segment 512] [--lengths 4096,65536,1048576] [--full-max 65536]
@@ -12,9 +13,6 @@
 // activation_beacon@N runs its beacons at ratio N (--model runs/beacon/train for trained weights).
 // With --model DIR, the model's own mixer runs with its trained weights and any other (the
 // full_attention reference) with random weights at the same shape.
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <sstream>
 
 #include "bench_common.h"
@@ -86,7 +84,8 @@ int main(int argc, char** argv) {
     std::stringstream ms(bench::flag(argc, argv, "mixers", "infini_attention,sliding_window,full_attention"));
     for (std::string x; std::getline(ms, x, ',');) mixers.push_back(x);
   }
-  double peak = bench::sgemm_gflops();
+  double peak = 0;  // in a child too: the parent runs no tensor code and keeps no heap
+  if (!bench::in_child([] { return bench::sgemm_gflops(); }, peak)) return 1;
   std::vector<int64_t> lengths;
   std::stringstream ss(bench::flag(argc, argv, "lengths", "4096,65536,1048576"));
   for (std::string x; std::getline(ss, x, ',');) lengths.push_back(std::atoll(x.c_str()));
@@ -146,22 +145,9 @@ int main(int argc, char** argv) {
                     (long long)len, human_bytes(kv).c_str());
         continue;
       }
-      int fd[2];
-      if (pipe(fd) != 0) return 1;
-      pid_t pid = fork();
-      if (pid == 0) {
-        close(fd[0]);
-        Row r = run(c, model_dir, c.mixer_type() == base.mixer_type(), len, chunk);
-        if (write(fd[1], &r, sizeof r) != sizeof r) _exit(1);
-        _exit(0);
-      }
-      close(fd[1]);
       Row r{};
-      bool ok = read(fd[0], &r, sizeof r) == sizeof r;
-      close(fd[0]);
       int status = 0;
-      waitpid(pid, &status, 0);
-      if (!ok) {
+      if (!bench::in_child([&] { return run(c, model_dir, c.mixer_type() == base.mixer_type(), len, chunk); }, r, &status)) {
         std::printf("| %s | %lld | failed (child exit status %d) | | | | |\n", label.c_str(), (long long)len, status);
         continue;
       }

@@ -212,9 +212,17 @@ TEST_P(MixerContract, AFailedStepLeavesEveryLayerAsItWas) {
   ASSERT_GT(corrupted, 0);
   EXPECT_ANY_THROW(run_chunks({29}, st, 70));
   EXPECT_EQ(st.tokens, 70);
+  // Every field of layer 0 as it was. A segment buffer (a field with a length of kAny) may differ
+  // in its slots past the fill, which are not content (a call that began with an empty segment
+  // overwrites them in place); its content is checked by the exact continuation below.
+  std::map<std::string, bool> buffer;
+  for (auto& f : model->layer_schema(0))
+    for (auto d : f.shape) buffer[f.name] = buffer[f.name] || d == StateField::kAny;
   for (auto& [name, t] : ref.layers[0].tensors()) {
     ASSERT_TRUE(st.layers[0].has(name)) << name;
-    EXPECT_TRUE(torch::equal(st.layers[0].at(name), t)) << "layer 0 field '" << name << "' changed by a failed step";
+    EXPECT_EQ(st.layers[0].at(name).sizes(), t.sizes()) << name;
+    if (!buffer[name] || t.dim() == 0)
+      EXPECT_TRUE(torch::equal(st.layers[0].at(name), t)) << "layer 0 field '" << name << "' changed by a failed step";
   }
   EXPECT_EQ(st.layers[0].tensors().size(), ref.layers[0].tensors().size());
   st.layers.back() = ref.layers.back().clone();

@@ -186,9 +186,13 @@ void SegmentBuffer::reserve(const std::vector<torch::Tensor>& examples, int64_t 
             " names");
   if (graph_) return;
   const auto& first = examples[0];
+  held_ = fill;  // rows a rollback point may still read
   if (s_.has(names_[0]) && s_.at(names_[0]).size(2) == n_ && s_.at(names_[0]).size(0) == first.size(0)) return;
+  held_ = 0;  // fresh buffers: nothing else refers to them
   for (size_t i = 0; i < names_.size(); ++i) {
     const auto& e = examples[i];
+    // Zeros, not empty: slots past the fill are never read, but they are saved with the state,
+    // whose bytes must not depend on uninitialised memory.
     auto buf = torch::zeros({e.size(0), e.size(1), n_, e.size(3)}, e.options());
     if (fill > 0) buf.narrow(2, 0, fill).copy_(s_.at(names_[i]).narrow(2, 0, fill));
     s_.set(names_[i], buf);
@@ -206,10 +210,12 @@ int64_t SegmentBuffer::advance(int64_t fill, int64_t len, const std::vector<torc
   if (fill + len == n_) {
     if (graph_) {
       clear_if_graph();
-    } else {
-      // The next segment writes from slot 0: into fresh buffers, so that a snapshot holding this
-      // segment's first slots (a rollback point) keeps them.
+    } else if (held_ > 0) {
+      // The next segment writes from slot 0. The first held_ slots were there when the call began
+      // and a rollback point may read them: the next segment goes to fresh buffers, once per call.
+      // Otherwise the buffers are overwritten in place (a rollback point reads none of their slots).
       for (auto& n : names_) s_.set(n, torch::zeros_like(s_.at(n)));
+      held_ = 0;
     }
     return 0;
   }

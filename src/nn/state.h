@@ -14,9 +14,11 @@ namespace longctx {
 
 // A State is a value: copies are explicit (clone(), a deep copy) so that two streams never
 // write into storage they share; moves are free. Mixers never write into storage a state
-// already holds as its content: appends go past the end of a cache, a completed segment gets
-// fresh buffers. So snapshot(), which shares the tensors, is a valid point to roll back to
-// when a step fails part way (CausalLM commits a step only when every layer succeeded).
+// already held as its content when the call began: appends go past the end of a cache, and a
+// segment buffer is overwritten from slot 0 only when the call began with it empty (otherwise
+// the next segment gets fresh buffers). So snapshot(), which shares the tensors, is a valid point
+// to roll back to when the step that follows fails part way (CausalLM commits a step only when
+// every layer succeeded); it is not valid after a second step.
 class State {
  public:
   State() = default;
@@ -110,7 +112,8 @@ class SegmentBuffer {
   std::vector<torch::Tensor> extend(int64_t fill, const std::vector<torch::Tensor>& pieces) const;
   // Records that `len` tokens were added to the `fill` held (seg as extend returned it) and
   // returns the new fill: 0 when the segment completed (its tensors are then dropped under
-  // autograd; without it the next segment gets fresh buffers, see State).
+  // autograd; without it the next segment overwrites the buffers from slot 0, or gets fresh ones
+  // once per call when the call began with slots filled, which a rollback point reads: see State).
   int64_t advance(int64_t fill, int64_t len, const std::vector<torch::Tensor>& seg);
   // Drops the held tensors under autograd (after a call that ended on a segment boundary).
   void clear_if_graph();
@@ -120,6 +123,7 @@ class SegmentBuffer {
   std::vector<std::string> names_;
   int64_t n_;
   bool graph_;
+  int64_t held_ = 0;  // slots [0, held_) held when the call began (reserve's fill): never overwritten
 };
 
 }  // namespace longctx
