@@ -92,6 +92,10 @@ TEST(Train, ResumeReproducesTheUninterruptedRunExactly) {
   // A run folder with a checkpoint is never overwritten silently.
   expect_error([&] { train(cfg, ob); }, {"already holds checkpoint-5", "--resume"});
   ob.resume = true;
+  // A resume whose config changes the model is refused by field, even when the weights would fit.
+  auto changed = cfg;
+  changed.model.rope_theta = 500000;
+  expect_error([&] { train(changed, ob); }, {"changes the model", "model.rope_theta", "init_from"});
   ob.stop_after = 0;
   ob.stop_at = 7;  // an absolute step, the schedule of train.steps unchanged
   train(cfg, ob);

@@ -221,12 +221,35 @@ class Run {
     resume_step_ = latest_checkpoint(opt_.out);
     if (opt_.resume) {
       LCX_CHECK(resume_step_ >= 0, "train --resume: no checkpoint-N folder in ", opt_.out, " to resume from");
+      check_same_model();
     } else {
       LCX_CHECK(resume_step_ < 0, "train: ", opt_.out, " already holds checkpoint-", resume_step_,
                 "; pass --resume to continue it, or choose another --out");
     }
     log_path_ = opt_.out + "/log.jsonl";
     probe_path_ = opt_.out + "/probe_losses.safetensors";
+  }
+
+  // A resumed run keeps its model: a config (or --set) that changes a model field would load the
+  // checkpoint's weights into another model, which may even fit (a segment length, a mixer
+  // option). Refused, naming the fields that differ.
+  void check_same_model() const {
+    const std::string path = opt_.out + "/config.json";
+    if (!fs::exists(path)) return;  // an older run folder: the weights' shapes are still checked on load
+    auto saved = nlohmann::json::parse(read_file(path));
+    if (!saved.contains("model")) return;
+    auto was = ModelConfig::from_json(saved["model"], path).to_json(), now = cfg_.model.to_json();
+    if (was == now) return;
+    std::string diff;
+    auto patch = nlohmann::json::diff(was, now);
+    for (auto& op : patch) {
+      auto field = "model" + op["path"].get<std::string>();  // a JSON pointer: /mixer/segment
+      std::replace(field.begin(), field.end(), '/', '.');
+      diff += (diff.empty() ? "" : ", ") + field;
+    }
+    LCX_CHECK(false, "train --resume: the config changes the model of ", opt_.out, " (", diff,
+              "); resume with the run's own config (omit --config), or start a new run with train.init_from=",
+              opt_.out);
   }
 
   // Bytes, an existing SentencePiece model, or one trained on the training split.
