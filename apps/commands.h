@@ -38,6 +38,7 @@ void add_tokenizer(CLI::App& app, Commands& cmds);   // tokenizer train
 void add_search(CLI::App& app, Commands& cmds);      // search longrope
 void add_ruler(CLI::App& app, Commands& cmds);       // ruler, ruler prepare
 void add_litm(CLI::App& app, Commands& cmds);
+void add_serve(CLI::App& app, Commands& cmds);    // serve
 
 // Helpers shared by the commands (apps/common.cpp).
 // "4096,32K,1M,all" -> lengths (all = 0); `what` names the option in errors.

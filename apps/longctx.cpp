@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   cli::add_search(app, cmds);
   cli::add_ruler(app, cmds);
   cli::add_litm(app, cmds);
+  cli::add_serve(app, cmds);
   CLI11_PARSE(app, argc, argv);
 
   try {

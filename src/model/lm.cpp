@@ -163,22 +163,28 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, ModelState& sta
 static const char* kStateFormat = "longctx-state";
 static const char* kStateVersion = "1";
 
-void save_state(const std::string& path, const ModelState& s, const ModelConfig& c) {
+namespace {
+std::vector<std::pair<std::string, torch::Tensor>> state_tensors(const ModelState& s,
+                                                               const std::map<std::string, torch::Tensor>& extra) {
   std::vector<std::pair<std::string, torch::Tensor>> t;
   for (size_t i = 0; i < s.layers.size(); ++i)
     for (auto& [n, x] : s.layers[i].tensors()) t.push_back({"layers." + std::to_string(i) + "." + n, x});
   for (auto& [n, x] : s.head.tensors()) t.push_back({"head." + n, x});
-  save_safetensors(path, t,
-                   {{"format", kStateFormat},
-                    {"version", kStateVersion},
-                    {"mechanism", c.mixer_type()},
-                    {"config_hash", c.hash()},
-                    {"n_layers", std::to_string(c.n_layers)},
-                    {"tokens", std::to_string(s.tokens)}});
+  for (auto& [n, x] : extra) t.push_back({"extra." + n, x});
+  return t;
 }
 
-ModelState load_state(const std::string& path, const ModelConfig& c) {
-  auto f = load_safetensors(path);
+std::map<std::string, std::string> state_metadata(const ModelState& s, const ModelConfig& c) {
+  return {{"format", kStateFormat},
+          {"version", kStateVersion},
+          {"mechanism", c.mixer_type()},
+          {"config_hash", c.hash()},
+          {"n_layers", std::to_string(c.n_layers)},
+          {"tokens", std::to_string(s.tokens)}};
+}
+
+ModelState parse_state(const TensorFile& f, const ModelConfig& c, const std::string& path,
+                       std::map<std::string, torch::Tensor>* extra) {
   auto meta = [&](const std::string& k) {
     auto it = f.metadata.find(k);
     LCX_CHECK(it != f.metadata.end(), path, ": not a longctx state (metadata '", k, "' missing)");
@@ -193,15 +199,26 @@ ModelState load_state(const std::string& path, const ModelConfig& c) {
             meta("config_hash"), ", this model's is ", c.hash());
   ModelState s;
   s.layers.resize(c.n_layers);
-  s.tokens = std::stoll(meta("tokens"));
+  try {
+    s.tokens = std::stoll(meta("tokens"));
+  } catch (const std::exception&) {
+    LCX_CHECK(false, path, ": metadata 'tokens' = '", meta("tokens"), "' is not an integer");
+  }
+  LCX_CHECK(s.tokens >= 0, path, ": metadata 'tokens' = ", s.tokens, " is negative");
   for (auto& [n, x] : f.tensors) {
     if (n.rfind("head.", 0) == 0) {
       s.head.set(n.substr(5), x);
       continue;
     }
+    if (n.rfind("extra.", 0) == 0) {
+      LCX_CHECK(extra, path, ": unexpected tensor '", n, "' (extra tensors are read only by sessions)");
+      (*extra)[n.substr(6)] = x;
+      continue;
+    }
     LCX_CHECK(n.rfind("layers.", 0) == 0, path, ": unexpected tensor '", n, "'");
     auto dot = n.find('.', 7);
-    LCX_CHECK(dot != std::string::npos, path, ": malformed tensor name '", n, "'");
+    LCX_CHECK(dot != std::string::npos && dot > 7 && n.find_first_not_of("0123456789", 7) == dot, path,
+              ": malformed tensor name '", n, "'");
     int64_t i = std::stoll(n.substr(7, dot - 7));
     LCX_CHECK(i >= 0 && i < c.n_layers, path, ": tensor '", n, "' names layer ", i, " of ", c.n_layers);
     s.layers[i].set(n.substr(dot + 1), x);
@@ -209,13 +226,37 @@ ModelState load_state(const std::string& path, const ModelConfig& c) {
   return s;
 }
 
-ModelState load_state(const std::string& path, const CausalLMImpl& model) {
-  auto s = load_state(path, model.config());
+void check_state_fields(const ModelState& s, const CausalLMImpl& model, const std::string& path) {
   int64_t batch = -1;
   const auto mech = model.config().mixer_type();
   for (size_t i = 0; i < s.layers.size(); ++i)
     check_state(s.layers[i], model.layer_schema(int64_t(i)), path, "layers." + std::to_string(i) + ".", mech, batch);
   check_state(s.head, model.head_schema(), path, "head.", mech, batch);
+}
+}  // namespace
+
+void save_state(const std::string& path, const ModelState& s, const ModelConfig& c) {
+  save_safetensors(path, state_tensors(s, {}), state_metadata(s, c));
+}
+
+std::string state_to_bytes(const ModelState& s, const ModelConfig& c, const std::map<std::string, torch::Tensor>& extra) {
+  return safetensors_serialize(state_tensors(s, extra), state_metadata(s, c));
+}
+
+ModelState load_state(const std::string& path, const ModelConfig& c) {
+  return parse_state(load_safetensors(path), c, path, nullptr);
+}
+
+ModelState load_state(const std::string& path, const CausalLMImpl& model) {
+  auto s = load_state(path, model.config());
+  check_state_fields(s, model, path);
+  return s;
+}
+
+ModelState state_from_bytes(const std::string& bytes, const CausalLMImpl& model, const std::string& origin,
+                            std::map<std::string, torch::Tensor>* extra) {
+  auto s = parse_state(safetensors_parse(bytes, origin), model.config(), origin, extra);
+  check_state_fields(s, model, origin);
   return s;
 }
 

@@ -81,6 +81,14 @@ TORCH_MODULE(CausalLM);
 // States on disk: safetensors with tensors "layers.N.name" / "head.name" and metadata naming
 // the format, version, mechanism and config hash; a mismatch is refused by name.
 void save_state(const std::string& path, const ModelState& s, const ModelConfig& c);
+// The same bytes in memory (a session's state in a database or an HTTP body). `extra`: tensors
+// stored beside the state under "extra.NAME" (a session's next-token logits).
+std::string state_to_bytes(const ModelState& s, const ModelConfig& c,
+                           const std::map<std::string, torch::Tensor>& extra = {});
+// Parses and checks like load_state(path, model); `origin` names the bytes in errors. Extra
+// tensors go to *extra (refused when extra is null).
+ModelState state_from_bytes(const std::string& bytes, const CausalLMImpl& model, const std::string& origin,
+                            std::map<std::string, torch::Tensor>* extra = nullptr);
 // Checks the format, the mechanism and the config hash (not the fields: for a run memory).
 ModelState load_state(const std::string& path, const ModelConfig& c);
 // Also checks every field against the model's schemas: a field that is unknown, of another

@@ -1,0 +1,329 @@
+// `longctx serve` through plain HTTP (cpp-httplib's client, no server code): the OpenAI endpoints
+// and their errors, SSE framing, logprobs against the model computed directly, sessions (append,
+// continue, commit, export/import, delete), persistence across a restart on the same database,
+// a failed request leaving a session as it was, and concurrent clients.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "infer/session.h"
+#include "io/fs.h"
+#include "model/pretrained.h"
+#include "serve/server.h"
+
+#ifdef LONGCTX_HAVE_HTTPLIB
+#include <httplib.h>
+
+using namespace longctx;
+using nlohmann::json;
+
+namespace {
+
+std::string temp(const std::string& name) {
+  auto d = std::filesystem::temp_directory_path() / ("longctx_serve_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
+}
+
+// A small Infini-attention (DeltaNet memory, window) model with random weights, bytes as tokens.
+std::string make_model(const std::string& dir) {
+  json cfg = {{"model",
+               {{"d_model", 32}, {"n_layers", 2}, {"n_heads", 2}, {"d_ff", 64},
+                {"mixer", {{"type", "infini_attention"}, {"segment", 16}, {"update", "deltanet"}, {"read", "token"},
+                           {"local", "window"}, {"chunk", 8}}}}},
+              {"tokenizer", {{"type", "byte"}}}};
+  write_file_atomic(dir + "/config.json", cfg.dump(2));
+  torch::manual_seed(5);
+  CausalLM m(ModelConfig::from_json(cfg["model"], dir + "/config.json"));
+  save_weights(dir + "/model.safetensors", m);
+  return dir;
+}
+
+struct Running {
+  std::unique_ptr<Server> server;
+  std::thread thread;
+  int port = 0;
+  Running(ServeOptions o) {
+    o.port = 0;
+    server = std::make_unique<Server>(o);
+    port = server->bind();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~Running() {
+    server->stop();
+    thread.join();
+  }
+  httplib::Client client(const std::string& key = "") const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(120, 0);
+    if (!key.empty()) c.set_bearer_token_auth(key.c_str());
+    return c;
+  }
+};
+
+json post(httplib::Client& c, const std::string& path, const json& body, int want = 200) {
+  auto r = c.Post(path.c_str(), body.dump(), "application/json");
+  EXPECT_TRUE(r) << path;
+  if (!r) return {};
+  EXPECT_EQ(r->status, want) << path << ": " << r->body;
+  return json::parse(r->body);
+}
+
+// Text as a JSON string carries it (nlohmann's own replacement of what is not UTF-8 by U+FFFD):
+// a byte-level model with random weights emits arbitrary bytes.
+std::string as_json_text(const std::string& raw) {
+  return json::parse(json(raw).dump(-1, ' ', false, json::error_handler_t::replace)).get<std::string>();
+}
+
+json with(json j, const json& extra) {
+  j.update(extra);
+  return j;
+}
+
+void expect_error(const httplib::Result& r, int status, const std::string& fragment) {
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status) << r->body;
+  auto j = json::parse(r->body);
+  ASSERT_TRUE(j.contains("error")) << r->body;
+  EXPECT_NE(j["error"]["message"].get<std::string>().find(fragment), std::string::npos) << r->body;
+  EXPECT_TRUE(j["error"].contains("type"));
+}
+
+}  // namespace
+
+TEST(Serve, EndpointsAnswerAndEveryBadRequestGetsAnOpenAIErrorWithItsStatus) {
+  auto dir = make_model(temp("endpoints"));
+  ServeOptions o;
+  o.model_dir = dir;
+  o.api_key = "k123";
+  o.max_tokens = 50;
+  o.max_body_bytes = 4096;
+  Running s(o);
+  auto open = s.client();
+  auto c = s.client("k123");
+  auto h = open.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);  // no key needed
+  expect_error(open.Get("/v1/models"), 401, "API key");
+  expect_error(s.client("wrong").Get("/v1/models"), 401, "incorrect");
+  auto m = c.Get("/v1/models");
+  ASSERT_TRUE(m);
+  auto mj = json::parse(m->body);
+  const std::string id = mj["data"][0]["id"];
+  EXPECT_EQ(id, std::filesystem::path(dir).filename().string());
+  expect_error(c.Post("/v1/completions", "{not json", "application/json"), 400, "not valid JSON");
+  expect_error(c.Post("/v1/completions", R"({"model": "gpt-9", "prompt": "a"})", "application/json"), 404, "gpt-9");
+  expect_error(c.Post("/v1/completions", R"({"prompt": "a", "max_tokens": 51})", "application/json"), 413, "--max-tokens");
+  expect_error(c.Post("/v1/completions", R"({"prompt": "a", "temperature": "hot"})", "application/json"), 400, "temperature");
+  expect_error(c.Post("/v1/completions", R"({"prompt": [300]})", "application/json"), 400, "vocabulary");
+  expect_error(c.Post("/v1/completions", json{{"prompt", std::string(5000, 'a')}}.dump(), "application/json"), 413,
+               "--max-body-bytes");
+  expect_error(c.Post("/v1/completions", R"({"prompt": "a", "session": "sess_nope"})", "application/json"), 404, "sess_nope");
+  expect_error(c.Get("/v1/nothing"), 404, "no such endpoint");
+  // Tokenize and detokenize are each other's inverse; ids out of the vocabulary are refused.
+  auto t = post(c, "/tokenize", {{"content", "héllo"}});
+  EXPECT_EQ(t["tokens"].size(), 6u);
+  EXPECT_EQ(post(c, "/detokenize", {{"tokens", t["tokens"]}})["content"], "héllo");
+  expect_error(c.Post("/detokenize", R"({"tokens": [256]})", "application/json"), 400, "vocabulary");
+  // A completion and a chat completion, with usage.
+  auto r = post(c, "/v1/completions", {{"model", id}, {"prompt", "The sky"}, {"max_tokens", 7}, {"seed", 3}});
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["usage"]["prompt_tokens"], 7);
+  EXPECT_EQ(r["usage"]["completion_tokens"], 7);
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+  auto ch = post(c, "/v1/chat/completions",
+                 {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 5}, {"seed", 1}});
+  EXPECT_EQ(ch["object"], "chat.completion");
+  EXPECT_EQ(ch["choices"][0]["message"]["role"], "assistant");
+  expect_error(c.Post("/v1/chat/completions", R"({"messages": [{"role": "robot", "content": "x"}]})", "application/json"),
+               400, "robot");
+  // Metrics in Prometheus' text format count what happened.
+  auto mt = c.Get("/metrics");
+  ASSERT_TRUE(mt);
+  EXPECT_NE(mt->body.find("longctx_requests_total{route=\"/v1/completions\",status=\"413\"}"), std::string::npos);
+  EXPECT_NE(mt->body.find("longctx_tokens_out_total 12"), std::string::npos) << mt->body;
+}
+
+TEST(Serve, CompletionsMatchTheModelRunDirectlyAndStreamAsServerSentEvents) {
+  auto dir = make_model(temp("direct"));
+  ServeOptions o;
+  o.model_dir = dir;
+  Running s(o);
+  auto c = s.client();
+  const std::string prompt = "A whale of a tale, told at sea by sailors.";
+  // Greedy text equals the library's Session, run here beside the server.
+  auto r = post(c, "/v1/completions", {{"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}});
+  auto p = load_pretrained(dir);
+  Session sess(p.model);
+  auto ids = p.tokenizer->encode(prompt);
+  sess.feed(ids);
+  SamplingOptions greedy;
+  greedy.temperature = 0;
+  auto out = sess.generate(12, greedy);
+  EXPECT_EQ(r["choices"][0]["text"].get<std::string>(), as_json_text(p.tokenizer->decode(out)));
+  // The same seed gives the same sample.
+  json ask = {{"prompt", prompt}, {"max_tokens", 10}, {"seed", 42}, {"temperature", 0.9}};
+  auto a1 = post(c, "/v1/completions", ask), a2 = post(c, "/v1/completions", ask);
+  EXPECT_EQ(a1["choices"][0]["text"], a2["choices"][0]["text"]);
+  // echo + logprobs with max_tokens 0 (how lm-evaluation-harness scores text): the prompt's
+  // token log probabilities equal a full forward pass's log-softmax.
+  auto lp = post(c, "/v1/completions", {{"prompt", prompt}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 1}});
+  auto& tl = lp["choices"][0]["logprobs"]["token_logprobs"];
+  ASSERT_EQ(tl.size(), ids.size());
+  EXPECT_TRUE(tl[0].is_null());
+  torch::NoGradGuard ng;
+  auto st = p.model->new_state();
+  auto x = torch::tensor(ids, torch::kInt64).unsqueeze(0);
+  auto logp = torch::log_softmax(p.model->forward(x, st).squeeze(0).to(torch::kFloat64), -1);
+  for (size_t i = 1; i < ids.size(); ++i)
+    EXPECT_NEAR(tl[i].get<double>(), logp[int64_t(i) - 1][ids[i]].item<double>(), 1e-4) << "token " << i;
+  EXPECT_EQ(lp["choices"][0]["text"], prompt);
+  // Streaming: "data: {json}\n\n" events ending with "data: [DONE]"; the text pieces join to the
+  // non-streamed completion with the same seed.
+  ask["stream"] = true;
+  auto sr = c.Post("/v1/completions", ask.dump(), "application/json");
+  ASSERT_TRUE(sr);
+  EXPECT_EQ(sr->status, 200);
+  EXPECT_NE(sr->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+  std::string body = sr->body, joined, finish;
+  size_t at = 0, events = 0;
+  bool done = false;
+  while (at < body.size()) {
+    auto end = body.find("\n\n", at);
+    ASSERT_NE(end, std::string::npos) << "an event without its blank line: " << body.substr(at);
+    auto ev = body.substr(at, end - at);
+    ASSERT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+    ASSERT_FALSE(done) << "an event after [DONE]";
+    if (ev == "data: [DONE]") {
+      done = true;
+    } else {
+      auto j = json::parse(ev.substr(6));
+      joined += j["choices"][0]["text"].get<std::string>();
+      if (!j["choices"][0]["finish_reason"].is_null()) finish = j["choices"][0]["finish_reason"];
+      ++events;
+    }
+    at = end + 2;
+  }
+  EXPECT_TRUE(done);
+  EXPECT_GE(events, 2u);
+  EXPECT_EQ(joined, a1["choices"][0]["text"].get<std::string>());
+  EXPECT_EQ(finish, "length");
+  // A stop string ends the text before it (an ASCII character of the sampled text, past its first).
+  auto full = a1["choices"][0]["text"].get<std::string>();
+  size_t at_stop = std::string::npos;
+  for (size_t i = 1; i < full.size() && at_stop == std::string::npos; ++i)
+    if (full[i] > 32 && full[i] < 127) at_stop = i;
+  if (at_stop != std::string::npos) {
+    ask["stream"] = false;
+    ask["stop"] = full.substr(at_stop, 1);
+    auto st2 = post(c, "/v1/completions", ask);
+    EXPECT_EQ(st2["choices"][0]["text"].get<std::string>(), full.substr(0, full.find(full[at_stop])));
+    EXPECT_EQ(st2["choices"][0]["finish_reason"], "stop");
+  }
+}
+
+TEST(Serve, SessionsReadInPiecesContinueWithoutRereadingAndSurviveARestart) {
+  auto dir = make_model(temp("sessions"));
+  auto db = temp("sessions_db") + "/sessions.db";
+  ServeOptions o;
+  o.model_dir = dir;
+  o.db = db;
+  const std::string book = "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money "
+                           "in my purse, and nothing particular to interest me on shore, I thought I would sail about.";
+  std::string id;
+  json before;
+  json ask = {{"prompt", " The sea"}, {"max_tokens", 9}, {"seed", 7}, {"temperature", 0.8}, {"logprobs", 2}};
+  {
+    Running s(o);
+    auto c = s.client();
+    auto created = post(c, "/v1/sessions", json::object(), 201);
+    id = created["id"];
+    EXPECT_EQ(created["tokens"], 0);
+    // The book in three appends.
+    size_t third = book.size() / 3;
+    for (int k = 0; k < 3; ++k) {
+      auto piece = book.substr(k * third, k == 2 ? std::string::npos : third);
+      post(c, "/v1/sessions/" + id + "/append", {{"text", piece}});
+    }
+    auto g = c.Get(("/v1/sessions/" + id).c_str());
+    ASSERT_TRUE(g);
+    auto gj = json::parse(g->body);
+    EXPECT_EQ(gj["tokens"], int64_t(book.size()));
+    EXPECT_GT(gj["state_bytes"].get<int64_t>(), 0);
+    // Continuing the session equals reading the book and the prompt in one request (greedy).
+    json greedy = {{"prompt", " The sea"}, {"max_tokens", 9}, {"temperature", 0}};
+    auto on_session = post(c, "/v1/completions", with(greedy, {{"session", id}}));
+    auto whole = post(c, "/v1/completions", with(greedy, {{"prompt", book + " The sea"}}));
+    EXPECT_EQ(on_session["choices"][0]["text"], whole["choices"][0]["text"]);
+    // Without commit the session is unchanged; a failed request leaves it as it was too.
+    expect_error(c.Post(("/v1/sessions/" + id + "/append").c_str(), R"({"text": 5})", "application/json"), 400, "text");
+    before = post(c, "/v1/completions", with(ask, {{"session", id}}));
+    EXPECT_EQ(post(c, "/v1/completions", with(ask, {{"session", id}}))["choices"], before["choices"]);
+    // Export, import under a new id: the same continuation.
+    auto exp = c.Get(("/v1/sessions/" + id + "/state").c_str());
+    ASSERT_TRUE(exp);
+    auto imp = c.Put("/v1/sessions/copy-1/state", exp->body, "application/octet-stream");
+    ASSERT_TRUE(imp);
+    EXPECT_EQ(imp->status, 201) << imp->body;
+    auto on_copy = post(c, "/v1/completions", with(ask, {{"session", "copy-1"}}));
+    EXPECT_EQ(on_copy["choices"], before["choices"]);
+    // A state that is not one is refused by name, and changes nothing.
+    expect_error(c.Put("/v1/sessions/copy-1/state", "garbage", "application/octet-stream"), 400, "uploaded state");
+    EXPECT_EQ(post(c, "/v1/completions", with(ask, {{"session", "copy-1"}}))["choices"], before["choices"]);
+    // Commit: the session reads the prompt and the completion.
+    auto committed = post(c, "/v1/completions", with(ask, {{"session", "copy-1"}, {"commit", true}}));
+    EXPECT_EQ(committed["session"]["tokens"], int64_t(book.size() + 8 + 9));
+    // Delete.
+    auto del = c.Delete("/v1/sessions/copy-1");
+    ASSERT_TRUE(del);
+    EXPECT_EQ(del->status, 200);
+    expect_error(c.Get("/v1/sessions/copy-1"), 404, "copy-1");
+  }
+  // A new server on the same database: the session continues bit for bit.
+  Running s2(o);
+  auto c2 = s2.client();
+  auto after = post(c2, "/v1/completions", with(ask, {{"session", id}}));
+  EXPECT_EQ(after["choices"], before["choices"]);
+  expect_error(c2.Get("/v1/sessions/copy-1"), 404, "copy-1");
+}
+
+TEST(Serve, ConcurrentClientsOnTheirOwnSessionsAllSucceedAndReadExactly) {
+  auto dir = make_model(temp("concurrent"));
+  ServeOptions o;
+  o.model_dir = dir;
+  o.db = temp("concurrent_db") + "/s.db";
+  Running s(o);
+  const int clients = 8, rounds = 4;
+  std::vector<std::string> ids(clients);
+  std::vector<int> failures(clients, 0);
+  std::vector<std::thread> th;
+  for (int k = 0; k < clients; ++k)
+    th.emplace_back([&, k] {
+      auto c = s.client();
+      auto r = c.Post("/v1/sessions", "{}", "application/json");
+      if (!r || r->status != 201) return void(++failures[k]);
+      ids[k] = json::parse(r->body)["id"];
+      for (int i = 0; i < rounds; ++i) {
+        auto a = c.Post(("/v1/sessions/" + ids[k] + "/append").c_str(), json{{"text", "round " + std::to_string(i) + ". "}}.dump(),
+                        "application/json");
+        if (!a || a->status != 200) ++failures[k];
+        auto q = c.Post("/v1/completions", json{{"session", ids[k]}, {"prompt", "x"}, {"max_tokens", 3}}.dump(),
+                        "application/json");
+        if (!q || q->status != 200) ++failures[k];
+      }
+    });
+  for (auto& t : th) t.join();
+  auto c = s.client();
+  for (int k = 0; k < clients; ++k) {
+    EXPECT_EQ(failures[k], 0) << "client " << k;
+    auto g = c.Get(("/v1/sessions/" + ids[k]).c_str());
+    ASSERT_TRUE(g);
+    EXPECT_EQ(json::parse(g->body)["tokens"], rounds * 9) << "client " << k;  // "round i. " is 9 bytes
+  }
+}
+
+#endif  // LONGCTX_HAVE_HTTPLIB
