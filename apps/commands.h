@@ -48,7 +48,7 @@ std::vector<std::string> split_commas(const std::string& s);
 std::string eval_text(const std::string& data, const std::string& model_dir);
 // What `ruler` and `litm` run: a model folder, or an OpenAI-compatible endpoint (exactly one).
 struct TargetArgs {
-  std::string model, endpoint, api_model, tokenizer = "byte";
+  std::string model, endpoint, api_model, api_key, tokenizer = "byte";
   std::vector<std::string> sets;
   int64_t chunk = 4096;
   void add_options(CLI::App* sub, const std::string& tokenizer_help);

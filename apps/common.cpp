@@ -68,6 +68,7 @@ void TargetArgs::add_options(CLI::App* sub, const std::string& tokenizer_help) {
   sub->add_option("--model", model, "the model to run");
   sub->add_option("--endpoint", endpoint, "an OpenAI-compatible server to run instead of --model (http://host:port)");
   sub->add_option("--api-model", api_model, "the model name the endpoint serves");
+  sub->add_option("--api-key", api_key, "the endpoint's key, sent as 'Authorization: Bearer KEY' (default: $OPENAI_API_KEY)");
   sub->add_option("--tokenizer", tokenizer, tokenizer_help);
   sub->add_option("--chunk", chunk, "prompt tokens per forward call (memory)");
   sub->add_option("--set", sets, "override a model config field (as eval ppl)");
@@ -84,7 +85,9 @@ std::unique_ptr<ruler::Completer> make_target(const std::string& cmd, const Targ
   LCX_CHECK(!t.api_model.empty(), cmd, ": --endpoint needs --api-model NAME");
   std::shared_ptr<Tokenizer> tok =
       t.tokenizer == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", t.tokenizer);
-  return std::make_unique<ruler::EndpointCompleter>(t.endpoint, t.api_model, tok);
+  std::string key = t.api_key;
+  if (key.empty() && std::getenv("OPENAI_API_KEY")) key = std::getenv("OPENAI_API_KEY");
+  return std::make_unique<ruler::EndpointCompleter>(t.endpoint, t.api_model, tok, 600, key);
 }
 
 }  // namespace longctx::cli

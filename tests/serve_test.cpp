@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "eval/ruler.h"
+#include "eval/ruler_http.h"
 #include "infer/session.h"
 #include "io/fs.h"
 #include "model/pretrained.h"
@@ -324,6 +326,40 @@ TEST(Serve, ConcurrentClientsOnTheirOwnSessionsAllSucceedAndReadExactly) {
     ASSERT_TRUE(g);
     EXPECT_EQ(json::parse(g->body)["tokens"], rounds * 9) << "client " << k;  // "round i. " is 9 bytes
   }
+}
+
+TEST(Serve, RulerRunsEndToEndAgainstTheServerWithItsKey) {
+  auto dir = make_model(temp("ruler"));
+  ServeOptions o;
+  o.model_dir = dir;
+  o.api_key = "sk-ruler";
+  Running s(o);
+  const std::string url = "http://127.0.0.1:" + std::to_string(s.port);
+  const std::string id = std::filesystem::path(dir).filename().string();
+  auto tok = std::make_shared<ByteTokenizer>();
+  // Without the key: the harness stops with the server's 401, named.
+  ruler::EndpointCompleter keyless(url, id, tok);
+  try {
+    keyless.complete("x", 2);
+    ADD_FAILURE() << "a keyless request was served";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("HTTP 401"), std::string::npos) << e.what();
+  }
+  ruler::EndpointCompleter target(url, id, tok, 600, "sk-ruler");
+  ruler::RunOptions ro;
+  ro.tasks = {"niah_single_1", "vt"};
+  ro.lengths = {2048};
+  ro.samples = 2;
+  ro.seed = 4;
+  ro.out = temp("ruler_out");
+  auto sum = ruler::run(target, ruler::Resources::load(), ro);
+  EXPECT_TRUE(sum.score.count("niah_single_1"));
+  EXPECT_TRUE(std::filesystem::exists(ro.out + "/2048/niah_single_1.jsonl"));
+  // Every prompt went through the server: 4 completions answered 200.
+  auto m = s.client("sk-ruler").Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("longctx_requests_total{route=\"/v1/completions\",status=\"200\"} 4"), std::string::npos)
+      << m->body;
 }
 
 #endif  // LONGCTX_HAVE_HTTPLIB

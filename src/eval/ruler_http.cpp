@@ -11,8 +11,9 @@
 namespace longctx::ruler {
 
 EndpointCompleter::EndpointCompleter(std::string url, std::string api_model, std::shared_ptr<Tokenizer> tok,
-                                     double timeout_s)
-    : url_(std::move(url)), api_model_(std::move(api_model)), tok_(std::move(tok)), timeout_s_(timeout_s) {
+                                     double timeout_s, std::string api_key)
+    : url_(std::move(url)), api_model_(std::move(api_model)), api_key_(std::move(api_key)), tok_(std::move(tok)),
+      timeout_s_(timeout_s) {
 #ifndef LONGCTX_HAVE_HTTPLIB
   fail("ruler --endpoint: this build has no HTTP client (install libcpp-httplib-dev and rebuild)");
 #endif
@@ -32,6 +33,7 @@ std::string EndpointCompleter::complete(const std::string& prompt, int64_t max_t
   httplib::Client cli(origin_);
   cli.set_connection_timeout(std::chrono::seconds(30));
   cli.set_read_timeout(std::chrono::milliseconds(int64_t(timeout_s_ * 1000)));
+  if (!api_key_.empty()) cli.set_bearer_token_auth(api_key_.c_str());
   nlohmann::json body = {{"model", api_model_}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
   auto res = cli.Post(path_, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");
   LCX_CHECK(res, "--endpoint ", origin_ + path_, ": no response (", httplib::to_string(res.error()), ")");

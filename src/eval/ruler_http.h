@@ -14,13 +14,15 @@ namespace longctx::ruler {
 class EndpointCompleter : public Completer {
  public:
   // url: "http://host:port" or with a base path ("http://host:port/v1" is taken as the v1 root).
-  EndpointCompleter(std::string url, std::string api_model, std::shared_ptr<Tokenizer> tok, double timeout_s = 600);
+  // api_key: sent as "Authorization: Bearer KEY" when not empty.
+  EndpointCompleter(std::string url, std::string api_model, std::shared_ptr<Tokenizer> tok, double timeout_s = 600,
+                    std::string api_key = "");
   const Tokenizer& tokenizer() const override { return *tok_; }
   std::string complete(const std::string& prompt, int64_t max_tokens) override;
   std::string name() const override { return api_model_ + " @ " + url_; }
 
  private:
-  std::string url_, api_model_, origin_, path_;
+  std::string url_, api_model_, origin_, path_, api_key_;
   std::shared_ptr<Tokenizer> tok_;
   double timeout_s_;
 };
