@@ -6,6 +6,10 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -326,6 +330,68 @@ TEST(Serve, ConcurrentClientsOnTheirOwnSessionsAllSucceedAndReadExactly) {
     ASSERT_TRUE(g);
     EXPECT_EQ(json::parse(g->body)["tokens"], rounds * 9) << "client " << k;  // "round i. " is 9 bytes
   }
+}
+
+// `longctx serve` as its own process (the binary beside this test's): started, its port read
+// from the "listening on" line, killed with SIGKILL.
+struct Process {
+  pid_t pid = -1;
+  int port = 0;
+  Process(const std::string& model, const std::string& db) {
+    auto exe = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "longctx";
+    int fd[2];
+    if (pipe(fd) != 0) throw std::runtime_error("pipe");
+    pid = fork();
+    if (pid == 0) {
+      dup2(fd[1], 1);
+      close(fd[0]);
+      execl(exe.c_str(), exe.c_str(), "--threads", "1", "serve", "--model", model.c_str(), "--port", "0", "--db",
+            db.c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    close(fd[1]);
+    FILE* f = fdopen(fd[0], "r");
+    char line[256] = {0};
+    if (f && std::fgets(line, sizeof line, f)) {
+      std::string l = line;
+      auto colon = l.rfind(':');
+      if (l.rfind("listening on http://", 0) == 0 && colon != std::string::npos) port = std::atoi(l.c_str() + colon + 1);
+    }
+    if (f) std::fclose(f);
+  }
+  void kill9() {
+    if (pid > 0) ::kill(pid, SIGKILL), waitpid(pid, nullptr, 0), pid = -1;
+  }
+  ~Process() { kill9(); }
+};
+
+TEST(Serve, ASessionThatAnsweredSurvivesKillDashNineBitForBit) {
+  auto dir = make_model(temp("kill9"));
+  auto db = temp("kill9_db") + "/s.db";
+  json ask = {{"prompt", " and then"}, {"max_tokens", 12}, {"seed", 11}, {"temperature", 0.9}, {"logprobs", 3}};
+  std::string id;
+  json expect_next, committed;
+  {
+    Process p(dir, db);
+    ASSERT_GT(p.port, 0) << "the server did not print its port";
+    httplib::Client c("127.0.0.1", p.port);
+    c.set_read_timeout(120, 0);
+    id = post(c, "/v1/sessions", json::object(), 201)["id"];
+    post(c, "/v1/sessions/" + id + "/append", {{"text", "It was the best of times, it was the worst of times."}});
+    committed = post(c, "/v1/completions", with(ask, {{"session", id}, {"commit", true}}));
+    // What the uninterrupted server answers next, with the same seed (the session unchanged by it).
+    expect_next = post(c, "/v1/completions", with(ask, {{"session", id}}));
+    p.kill9();  // no shutdown: the answered requests must already be on disk
+  }
+  Process p2(dir, db);
+  ASSERT_GT(p2.port, 0);
+  httplib::Client c2("127.0.0.1", p2.port);
+  c2.set_read_timeout(120, 0);
+  auto g = c2.Get(("/v1/sessions/" + id).c_str());
+  ASSERT_TRUE(g);
+  EXPECT_EQ(json::parse(g->body)["tokens"], committed["session"]["tokens"]);
+  auto next = post(c2, "/v1/completions", with(ask, {{"session", id}}));
+  EXPECT_EQ(next["choices"], expect_next["choices"]);
 }
 
 TEST(Serve, RulerRunsEndToEndAgainstTheServerWithItsKey) {
