@@ -9,8 +9,11 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "eval/ruler.h"
@@ -392,6 +395,71 @@ TEST(Serve, ASessionThatAnsweredSurvivesKillDashNineBitForBit) {
   EXPECT_EQ(json::parse(g->body)["tokens"], committed["session"]["tokens"]);
   auto next = post(c2, "/v1/completions", with(ask, {{"session", id}}));
   EXPECT_EQ(next["choices"], expect_next["choices"]);
+}
+
+int64_t rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+  return -1;
+}
+
+TEST(Serve, ThirtyTwoClientsForThirtySecondsNoFailureNoSessionCorruptedMemoryFlat) {
+  auto dir = make_model(temp("load"));
+  Process p(dir, temp("load_db") + "/s.db");
+  ASSERT_GT(p.port, 0);
+  const int clients = 32;
+  const double seconds = 30;
+  std::vector<int64_t> failures(clients, 0), requests(clients, 0), expected(clients, 0);
+  std::vector<std::string> ids(clients);
+  std::atomic<int64_t> rss_early{-1};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  std::vector<std::thread> th;
+  for (int k = 0; k < clients; ++k)
+    th.emplace_back([&, k] {
+      httplib::Client c("127.0.0.1", p.port);
+      c.set_read_timeout(120, 0);
+      auto r = c.Post("/v1/sessions", "{}", "application/json");
+      if (!r || r->status != 201) return void(++failures[k]);
+      ids[k] = json::parse(r->body)["id"];
+      for (int i = 0; elapsed() < seconds; ++i) {
+        const std::string text = "client " + std::to_string(k) + " round " + std::to_string(i) + ". ";
+        auto a = c.Post(("/v1/sessions/" + ids[k] + "/append").c_str(), json{{"text", text}}.dump(), "application/json");
+        ++requests[k];
+        if (!a || a->status != 200) ++failures[k];
+        else expected[k] += int64_t(text.size());
+        const bool commit = i % 3 == 0;
+        auto q = c.Post("/v1/completions",
+                        json{{"session", ids[k]}, {"prompt", "x"}, {"max_tokens", 4}, {"commit", commit}}.dump(),
+                        "application/json");
+        ++requests[k];
+        if (!q || q->status != 200) ++failures[k];
+        else if (commit) expected[k] += 1 + int64_t(json::parse(q->body)["usage"]["completion_tokens"].get<int64_t>());
+        auto plain = c.Post("/v1/completions", json{{"prompt", text}, {"max_tokens", 3}}.dump(), "application/json");
+        ++requests[k];
+        if (!plain || plain->status != 200) ++failures[k];
+        if (k == 0 && rss_early < 0 && elapsed() > seconds / 3) rss_early = rss_kib(p.pid);
+      }
+    });
+  for (auto& t : th) t.join();
+  const int64_t rss_late = rss_kib(p.pid);
+  httplib::Client c("127.0.0.1", p.port);
+  int64_t total = 0;
+  for (int k = 0; k < clients; ++k) {
+    total += requests[k];
+    EXPECT_EQ(failures[k], 0) << "client " << k;
+    auto g = c.Get(("/v1/sessions/" + ids[k]).c_str());
+    ASSERT_TRUE(g);
+    EXPECT_EQ(json::parse(g->body)["tokens"].get<int64_t>(), expected[k]) << "session of client " << k;
+  }
+  EXPECT_GT(total, clients * 3);
+  ASSERT_GT(rss_early.load(), 0);
+  // Memory flat: the last two thirds of the run add less than 10% (+16 MiB of allocator slack).
+  EXPECT_LT(rss_late, rss_early * 11 / 10 + 16 * 1024) << "RSS " << rss_early << " KiB -> " << rss_late << " KiB";
+  std::printf("[ 32 clients, %.0f s: %lld requests, server RSS %lld -> %lld KiB ]\n", seconds, (long long)total,
+              (long long)rss_early.load(), (long long)rss_late);
 }
 
 TEST(Serve, RulerRunsEndToEndAgainstTheServerWithItsKey) {
