@@ -20,6 +20,7 @@
 #include "eval/ruler_http.h"
 #include "infer/session.h"
 #include "io/fs.h"
+#include "text/tokenizer.h"
 #include "model/pretrained.h"
 #include "serve/server.h"
 
@@ -460,6 +461,35 @@ TEST(Serve, ThirtyTwoClientsForThirtySecondsNoFailureNoSessionCorruptedMemoryFla
   EXPECT_LT(rss_late, rss_early * 11 / 10 + 16 * 1024) << "RSS " << rss_early << " KiB -> " << rss_late << " KiB";
   std::printf("[ 32 clients, %.0f s: %lld requests, server RSS %lld -> %lld KiB ]\n", seconds, (long long)total,
               (long long)rss_early.load(), (long long)rss_late);
+}
+
+// The web page at / in headless Chromium (Debian's): ?demo= makes the page create a session,
+// append a text and stream a continuation; the DOM it ends with and the requests the server
+// received are asserted, and a screenshot is left in the test's temporary folder.
+TEST(Serve, TheWebPageDrivesASessionInHeadlessChromium) {
+  if (std::system("command -v chromium >/dev/null 2>&1") != 0) GTEST_SKIP() << "chromium is not installed (make setup)";
+  auto dir = make_model(temp("page"));
+  ServeOptions o;
+  o.model_dir = dir;
+  Running s(o);
+  const std::string url = "http://127.0.0.1:" + std::to_string(s.port) + "/?demo=";
+  const std::string out = temp("page_out");
+  const std::string flags = "chromium --headless --no-sandbox --disable-gpu --virtual-time-budget=30000 ";
+  ASSERT_EQ(std::system((flags + "--dump-dom '" + url + "' > " + out + "/dom.html 2>/dev/null").c_str()), 0);
+  auto dom = read_file(out + "/dom.html");
+  // The demo text is 63 characters, one token each: the page shows the session's tokens read.
+  EXPECT_NE(dom.find("tokens read: <b id=\"tokens\">63</b>"), std::string::npos) << dom.substr(0, 3000);
+  EXPECT_NE(dom.find("(63 tokens)"), std::string::npos);
+  EXPECT_EQ(dom.find("class=\"error\""), std::string::npos) << "the page reported an error";
+  ASSERT_EQ(std::system((flags + "--window-size=1000,900 --screenshot=" + out + "/page.png '" + url + "' >/dev/null 2>&1").c_str()), 0);
+  EXPECT_GT(std::filesystem::file_size(out + "/page.png"), 10000u);
+  std::printf("[ screenshot: %s/page.png ]\n", out.c_str());
+  // The page's own requests, as the server counted them (two page loads).
+  auto m = s.client().Get("/metrics");
+  ASSERT_TRUE(m);
+  for (auto line : {"route=\"/\",status=\"200\"} 2", "route=\"/v1/sessions\",status=\"201\"} 2",
+                    "route=\"/v1/sessions/{id}/append\",status=\"200\"} 2", "route=\"/v1/completions\",status=\"200\"} 2"})
+    EXPECT_NE(m->body.find(line), std::string::npos) << line << "\n" << m->body;
 }
 
 TEST(Serve, RulerRunsEndToEndAgainstTheServerWithItsKey) {

@@ -15,6 +15,7 @@
 #include "infer/session.h"
 #include "model/pretrained.h"
 #include "serve/store.h"
+#include "serve_page.h"  // generated from src/serve/page.html
 #include "util/error.h"
 
 namespace longctx {
@@ -680,6 +681,9 @@ struct Server::Impl {
                                               "body, e.g. {})", res.status >= 500 ? "server_error" : "invalid_request_error", "", ""});
     });
 
+    http.Get("/", wrap("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(kServePage, sizeof(kServePage) - 1, "text/html; charset=utf-8");
+    }));
     http.Get("/health", wrap("/health", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(dump(json{{"status", "ok"}, {"model", model_id}}), "application/json");
     }));
