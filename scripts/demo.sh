@@ -52,4 +52,8 @@ if [ -f models/infini-passkey/model.safetensors ]; then
     --out "$RUN/passkey"
   echo "heatmap: $RUN/passkey/heatmap.svg   per sample: $RUN/passkey/samples.jsonl"
 fi
+if [ -f models/megalodon-tiny/model.safetensors ]; then
+  section "longctx serve: a session reads Moby Dick over HTTP, the server is killed (SIGKILL) and restarted, the session answers the same"
+  python3 scripts/demo_serve.py --longctx "$LONGCTX" --model models/megalodon-tiny --bytes ${DEMO_SERVE_BYTES:-131072}
+fi
 section "done"
