@@ -12,8 +12,9 @@ using namespace longctx;
 int main(int argc, char** argv) {
   CLI::App app{"longctx: train, stream, evaluate and serve language models whose context has no fixed end"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--threads) also after the subcommand: longctx serve --threads 2
   int threads = 0;
-  app.add_option("--threads", threads, "intra-op threads (default: every core)");
+  app.add_option("--threads", threads, "intra-op threads (default: every core); also accepted after the subcommand");
   cli::Globals g;
   cli::Commands cmds;
   cli::add_train(app, cmds, g);
