@@ -6,7 +6,10 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -490,6 +493,39 @@ TEST(Serve, TheWebPageDrivesASessionInHeadlessChromium) {
   for (auto line : {"route=\"/\",status=\"200\"} 2", "route=\"/v1/sessions\",status=\"201\"} 2",
                     "route=\"/v1/sessions/{id}/append\",status=\"200\"} 2", "route=\"/v1/completions\",status=\"200\"} 2"})
     EXPECT_NE(m->body.find(line), std::string::npos) << line << "\n" << m->body;
+}
+
+TEST(Serve, AClientThatLeavesMidStreamFreesItsSessionAndCommitsNothing) {
+  auto dir = make_model(temp("leave"));
+  ServeOptions o;
+  o.model_dir = dir;
+  o.max_tokens = 100000;
+  Running s(o);
+  auto c = s.client();
+  const std::string id = post(c, "/v1/sessions", json::object(), 201)["id"];
+  post(c, "/v1/sessions/" + id + "/append", {{"text", "Some text to start from."}});
+  // A raw socket: ask for a long committed stream, read its first bytes, hang up.
+  const std::string body = json{{"session", id}, {"prompt", " and"}, {"max_tokens", 100000}, {"stream", true},
+                                {"commit", true}}.dump();
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(s.port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(send(fd, req.data(), req.size(), 0), ssize_t(req.size()));
+  char buf[512];
+  ASSERT_GT(recv(fd, buf, sizeof buf, 0), 0);  // the stream has started (the session is held)
+  close(fd);
+  // The session is free again soon (not after 100000 tokens), and holds what it held.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto g = c.Get(("/v1/sessions/" + id).c_str());
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(json::parse(g->body)["tokens"], 24);
+  EXPECT_LT(waited, 20.0) << "the abandoned stream kept the session";
 }
 
 TEST(Serve, RulerRunsEndToEndAgainstTheServerWithItsKey) {
