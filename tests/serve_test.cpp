@@ -154,11 +154,36 @@ TEST(Serve, EndpointsAnswerAndEveryBadRequestGetsAnOpenAIErrorWithItsStatus) {
   EXPECT_EQ(ch["choices"][0]["message"]["role"], "assistant");
   expect_error(c.Post("/v1/chat/completions", R"({"messages": [{"role": "robot", "content": "x"}]})", "application/json"),
                400, "robot");
+  // Chat streamed: the first chunk names the role, then deltas, a finish reason, [DONE].
+  auto cs = c.Post("/v1/chat/completions",
+                   json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 5}, {"seed", 1}, {"stream", true}}.dump(),
+                   "application/json");
+  ASSERT_TRUE(cs);
+  EXPECT_EQ(cs->body.rfind("data: {", 0), 0u);
+  auto first = json::parse(cs->body.substr(6, cs->body.find("\n\n") - 6));
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_NE(cs->body.find("\"finish_reason\":\"length\""), std::string::npos);
+  EXPECT_EQ(cs->body.substr(cs->body.size() - 14), "data: [DONE]\n\n");
   // Metrics in Prometheus' text format count what happened.
   auto mt = c.Get("/metrics");
   ASSERT_TRUE(mt);
   EXPECT_NE(mt->body.find("longctx_requests_total{route=\"/v1/completions\",status=\"413\"}"), std::string::npos);
-  EXPECT_NE(mt->body.find("longctx_tokens_out_total 12"), std::string::npos) << mt->body;
+  EXPECT_NE(mt->body.find("longctx_tokens_out_total 17"), std::string::npos) << mt->body;
+}
+
+TEST(Serve, SessionsBeyondTheLimitAreRefusedWith409) {
+  auto dir = make_model(temp("limit"));
+  ServeOptions o;
+  o.model_dir = dir;
+  o.max_sessions = 2;
+  Running s(o);
+  auto c = s.client();
+  auto a = post(c, "/v1/sessions", json::object(), 201);
+  post(c, "/v1/sessions", json::object(), 201);
+  expect_error(c.Post("/v1/sessions", "{}", "application/json"), 409, "--max-sessions");
+  ASSERT_TRUE(c.Delete(("/v1/sessions/" + a["id"].get<std::string>()).c_str()));
+  post(c, "/v1/sessions", json::object(), 201);  // room again
 }
 
 TEST(Serve, CompletionsMatchTheModelRunDirectlyAndStreamAsServerSentEvents) {
