@@ -154,6 +154,15 @@ TEST(Serve, EndpointsAnswerAndEveryBadRequestGetsAnOpenAIErrorWithItsStatus) {
   EXPECT_EQ(ch["choices"][0]["message"]["role"], "assistant");
   expect_error(c.Post("/v1/chat/completions", R"({"messages": [{"role": "robot", "content": "x"}]})", "application/json"),
                400, "robot");
+  // Content as text parts reads as the same text: the same prompt, so the same greedy answer.
+  json greedy_chat = {{"max_tokens", 6}, {"temperature", 0}};
+  auto as_string = post(c, "/v1/chat/completions", with(greedy_chat, {{"messages", {{{"role", "user"}, {"content", "hello there"}}}}}));
+  auto as_parts = post(c, "/v1/chat/completions",
+                       with(greedy_chat, {{"messages", {{{"role", "user"},
+                                                         {"content", {{{"type", "text"}, {"text", "hello "}},
+                                                                      {{"type", "text"}, {"text", "there"}}}}}}}}));
+  EXPECT_EQ(as_parts["choices"], as_string["choices"]);
+  EXPECT_EQ(as_parts["usage"]["prompt_tokens"], as_string["usage"]["prompt_tokens"]);
   // Chat streamed: the first chunk names the role, then deltas, a finish reason, [DONE].
   auto cs = c.Post("/v1/chat/completions",
                    json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 5}, {"seed", 1}, {"stream", true}}.dump(),
@@ -169,7 +178,7 @@ TEST(Serve, EndpointsAnswerAndEveryBadRequestGetsAnOpenAIErrorWithItsStatus) {
   auto mt = c.Get("/metrics");
   ASSERT_TRUE(mt);
   EXPECT_NE(mt->body.find("longctx_requests_total{route=\"/v1/completions\",status=\"413\"}"), std::string::npos);
-  EXPECT_NE(mt->body.find("longctx_tokens_out_total 17"), std::string::npos) << mt->body;
+  EXPECT_NE(mt->body.find("longctx_tokens_out_total 29"), std::string::npos) << mt->body;
 }
 
 TEST(Serve, SessionsBeyondTheLimitAreRefusedWith409) {

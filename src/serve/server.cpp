@@ -335,14 +335,27 @@ struct Server::Impl {
         http_fail(400, "'messages' must be a non-empty array of {role, content}", "messages");
       std::string text;
       for (auto& m : b.j["messages"]) {
-        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
-            !m["content"].is_string())
-          http_fail(400, "each message must be {\"role\": string, \"content\": string}", "messages");
+        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
+          http_fail(400, "each message must be {\"role\": string, \"content\": string or text parts}", "messages");
+        // Content: a string, or a list of parts of which the text ones are read ({"type": "text",
+        // "text": ...}, as newer clients send).
+        std::string content;
+        if (m["content"].is_string()) {
+          content = m["content"].get<std::string>();
+        } else if (m["content"].is_array()) {
+          for (auto& part : m["content"]) {
+            if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+              http_fail(400, "message content parts must be {\"type\": \"text\", \"text\": string}", "messages");
+            content += part["text"].get<std::string>();
+          }
+        } else {
+          http_fail(400, "each message must be {\"role\": string, \"content\": string or text parts}", "messages");
+        }
         auto role = m["role"].get<std::string>();
         if (role != "system" && role != "user" && role != "assistant")
           http_fail(400, "message role '" + role + "' is not system, user or assistant", "messages");
         role[0] = char(std::toupper(role[0]));
-        text += role + ": " + m["content"].get<std::string>() + "\n";
+        text += role + ": " + content + "\n";
       }
       text += "Assistant:";
       a.prompt_texts.push_back(text);
