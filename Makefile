@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1 recipe-dnet-passkey
+.PHONY: all setup data build build-cli build-test test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1 recipe-dnet-passkey
 
 all: build
 
@@ -24,7 +24,12 @@ build: setup $(BUILD)/CMakeCache.txt
 build-cli: setup $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS) --target longctx longctx_spm
 
-test: data build
+# What the tests run (the CLI, which the serve tests start as a process, and the test binary);
+# the benchmarks are built by `make bench`.
+build-test: setup $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS) --target longctx longctx_tests
+
+test: data build-test
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
 demo: data build-cli
