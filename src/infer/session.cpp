@@ -53,14 +53,24 @@ void Session::reset() {
   last_logits_ = torch::Tensor();
 }
 
-torch::Tensor Session::feed(const std::vector<int64_t>& tokens) {
+torch::Tensor feed_tokens(CausalLM& model, ModelState& state, const std::vector<int64_t>& tokens, int64_t chunk,
+                          const std::function<void(const torch::Tensor& hidden, size_t first)>& on_chunk) {
+  LCX_CHECK(chunk > 0, "feed: chunk must be > 0");
   torch::NoGradGuard ng;
-  for (size_t i = 0; i < tokens.size(); i += chunk_) {
-    size_t n = std::min<size_t>(chunk_, tokens.size() - i);
-    auto x = torch::from_blob(const_cast<int64_t*>(tokens.data() + i), {1, static_cast<int64_t>(n)}, torch::kInt64).clone();
-    auto h = model_->hidden(x, state_);
-    last_logits_ = model_->logits(h.select(1, h.size(1) - 1)).squeeze(0);
+  torch::Tensor last;
+  for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
+    const int64_t n = std::min<int64_t>(chunk, int64_t(tokens.size() - i));
+    auto x = torch::from_blob(const_cast<int64_t*>(tokens.data() + i), {1, n}, torch::kInt64).clone();
+    auto h = model->hidden(x, state);
+    if (on_chunk) on_chunk(h, i);
+    last = model->logits(h.select(1, n - 1)).squeeze(0);
   }
+  return last;
+}
+
+torch::Tensor Session::feed(const std::vector<int64_t>& tokens) {
+  auto last = feed_tokens(model_, state_, tokens, chunk_);
+  if (last.defined()) last_logits_ = last;
   return last_logits_;
 }
 

@@ -26,6 +26,12 @@ class Sampler {
   std::mt19937_64 rng_;
 };
 
+// Reads tokens into `state` in calls of at most `chunk` tokens (batch 1, no autograd); returns the
+// logits [V] after the last token (undefined when tokens is empty). on_chunk, when set, sees each
+// call's hidden states [1, n, D] and the index of its first token (for per-token scores).
+torch::Tensor feed_tokens(CausalLM& model, ModelState& state, const std::vector<int64_t>& tokens, int64_t chunk,
+                          const std::function<void(const torch::Tensor& hidden, size_t first)>& on_chunk = {});
+
 class Session {
  public:
   explicit Session(CausalLM model, int64_t chunk = 512);

@@ -141,7 +141,7 @@ struct Ask {
   std::vector<std::string> prompt_texts;
   int64_t max_tokens = 16, n = 1, logprobs = -1;  // -1: no logprobs
   SamplingOptions so;
-  bool seeded = false, echo = false, stream = false, commit = false;
+  bool echo = false, stream = false, commit = false;
   std::vector<std::string> stop;
   std::string session;
 };
@@ -201,24 +201,16 @@ struct Server::Impl {
   torch::Tensor feed(ModelState& st, const std::vector<int64_t>& toks, torch::Tensor last,
                      std::vector<double>* lps = nullptr, std::vector<std::vector<std::pair<int64_t, double>>>* tops = nullptr,
                      int64_t top_n = 0) {
-    torch::NoGradGuard ng;
-    for (size_t i = 0; i < toks.size(); i += size_t(o.chunk)) {
-      const int64_t n = std::min<int64_t>(o.chunk, int64_t(toks.size() - i));
-      auto x = torch::from_blob(const_cast<int64_t*>(toks.data() + i), {1, n}, torch::kInt64).clone();
-      auto h = p.model->hidden(x, st);
-      if (lps) {
+    if (toks.empty()) return last;
+    std::function<void(const torch::Tensor&, size_t)> score;
+    torch::Tensor prev = last.defined() ? torch::log_softmax(last.to(torch::kFloat64), -1) : torch::Tensor();
+    if (lps)
+      score = [&](const torch::Tensor& h, size_t first) {
         auto lg = torch::log_softmax(p.model->logits(h).squeeze(0).to(torch::kFloat64), -1);  // [n, V]
-        for (int64_t t = 0; t < n; ++t) {
-          torch::Tensor prev = t == 0 ? (last.defined() ? torch::log_softmax(last.to(torch::kFloat64), -1) : torch::Tensor())
-                                      : lg[t - 1];
-          record_logprob(prev, toks[i + size_t(t)], lps, tops, top_n);
-        }
-        last = p.model->logits(h.select(1, n - 1)).squeeze(0);
-      } else {
-        last = p.model->logits(h.select(1, n - 1)).squeeze(0);
-      }
-    }
-    return last;
+        for (int64_t t = 0; t < lg.size(0); ++t) record_logprob(t == 0 ? prev : lg[t - 1], toks[first + size_t(t)], lps, tops, top_n);
+        prev = lg[lg.size(0) - 1];
+      };
+    return feed_tokens(p.model, st, toks, o.chunk, score);
   }
 
   static void record_logprob(const torch::Tensor& logp, int64_t tok, std::vector<double>* lps,
@@ -413,7 +405,6 @@ struct Server::Impl {
     if (a.so.top_k < 0) http_fail(400, "'top_k' must be >= 0", "top_k");
     if (b.j.contains("seed") && !b.j["seed"].is_null()) {
       a.so.seed = uint64_t(b.get<int64_t>("seed", 0));
-      a.seeded = true;
     } else {
       std::lock_guard<std::mutex> g(id_mu);
       a.so.seed = id_rng();
