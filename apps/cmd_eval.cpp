@@ -14,6 +14,7 @@
 #include "io/fs.h"
 #include "model/pretrained.h"
 #include "util/error.h"
+#include "util/plot.h"
 #include "util/system.h"
 
 namespace longctx::cli {
@@ -30,6 +31,13 @@ struct PasskeyArgs {
   std::string model, lengths = "4096,32768", depths = "0,25,50,75,100", out, device = "cpu";
   std::vector<std::string> sets;
   PasskeyEvalOptions o;
+};
+
+struct TraceArgs {
+  std::string model, length = "65536", out;
+  double depth = 0;
+  std::vector<std::string> sets;
+  PasskeyTraceOptions o;
 };
 
 std::vector<double> parse_depths(const std::string& s) {
@@ -121,6 +129,69 @@ int run_passkey(PasskeyArgs a, int threads) {
   return 0;
 }
 
+int run_trace(TraceArgs a) {
+  auto p = load_pretrained(a.model, a.sets);
+  auto& o = a.o;
+  o.length = parse_lengths(a.length, "--length").at(0);
+  LCX_CHECK(a.depth >= 0 && a.depth <= 100, "--depth: ", a.depth, " is not in [0, 100]");
+  o.depth = a.depth / 100.0;
+  std::filesystem::create_directories(a.out);
+  const std::string path = a.out + "/trace.jsonl";
+  std::ofstream lines(path + ".tmp");
+  std::printf("%10s %8s %-10s %8s  margins of the answer's tokens | per layer: imprint / read_diff / ||M|| / read_rms\n", "filler", "correct", "answer",
+              "margin");
+  o.on_point = [&](const nlohmann::json& pt) {
+    lines << pt.dump() << "\n";
+    lines.flush();
+    std::printf("%10lld %8s %-10s %8.2f ", (long long)pt["filler_after_key"].get<int64_t>(),
+                pt["correct"].get<bool>() ? "yes" : "no", nlohmann::json(pt["answer"]).dump().c_str(),
+                pt["margin"].get<double>());
+    for (auto& m : pt["margins"]) std::printf(" %5.1f", m.get<double>());
+    for (auto& L : pt["layers"])
+      if (L.contains("imprint"))
+        std::printf(" | %.3f %.3f %.0f %.3f", L["imprint"].get<double>(), L.value("read_diff", 0.0),
+                    L["memory_norm"].get<double>(), L.value("read_rms", 0.0));
+    std::printf("\n");
+    std::fflush(stdout);
+  };
+  auto pts = passkey_trace(p.model, *p.tokenizer, o);
+  lines.close();
+  std::filesystem::rename(path + ".tmp", path);
+  std::vector<Series> imprint, margin;
+  for (auto& pt : pts) {
+    const double x = std::max<double>(1, pt["filler_after_key"].get<double>());
+    const auto& ms = pt["margins"];
+    if (margin.size() < ms.size()) margin.resize(ms.size());
+    for (size_t j = 0; j < ms.size(); ++j) {
+      margin[j].label = "answer token " + std::to_string(j) + (j == 0 ? " (the space)" : j == 1 ? " (first digit)" : "");
+      margin[j].points.push_back({x, ms[j].get<double>()});
+    }
+    for (auto& L : pt["layers"]) {
+      if (!L.contains("imprint")) continue;
+      const size_t i = L["layer"].get<size_t>();
+      if (imprint.size() < 2 * (i + 1)) imprint.resize(2 * (i + 1));
+      imprint[2 * i].label = "layer " + std::to_string(i) + ": ||M - M'|| / ||M||";
+      imprint[2 * i + 1].label = "layer " + std::to_string(i) + ": read at the question, relative difference";
+      imprint[2 * i].points.push_back({x, L["imprint"].get<double>()});
+      imprint[2 * i + 1].points.push_back({x, L.value("read_diff", 0.0)});
+    }
+  }
+  std::vector<Series> shown;
+  for (auto& s : imprint)
+    if (!s.points.empty()) shown.push_back(s);
+  PlotOptions po;
+  po.logx = true;
+  po.xlabel = "filler tokens after the key";
+  po.title = "the key's imprint on memory: " + std::filesystem::path(a.model).filename().string();
+  po.ylabel = "relative difference, key vs other key";
+  write_file_atomic(a.out + "/imprint.svg", svg_line_plot(shown, po));
+  po.title = "the answer's tokens, right answer fed: " + std::filesystem::path(a.model).filename().string();
+  po.ylabel = "log p(right token) - log p(best other)";
+  write_file_atomic(a.out + "/margin.svg", svg_line_plot(margin, po));
+  std::printf("wrote %s/trace.jsonl, imprint.svg, margin.svg\n", a.out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 void add_eval(CLI::App& app, Commands& cmds, const Globals& g) {
@@ -153,6 +224,21 @@ void add_eval(CLI::App& app, Commands& cmds, const Globals& g) {
   pkc->add_option("--set", pk->sets, "override a model config field");
   pkc->add_option("--device", pk->device, "cpu or cuda");
   cmds.push_back({pkc, [pk, &g] { return run_passkey(*pk, g.threads); }});
+
+  auto tr = std::make_shared<TraceArgs>();
+  auto* trc = ev->add_subcommand("passkey-trace",
+                                 "how a key written early fades: two prompts differing only in the key, asked the "
+                                 "question every --every tokens (trace.jsonl, imprint.svg, margin.svg)");
+  trc->add_option("--model", tr->model, "model folder")->required();
+  trc->add_option("--length", tr->length, "prompt length in the model's tokens (65536, 64K, ...)");
+  trc->add_option("--depth", tr->depth, "depth of the key in percent");
+  trc->add_option("--key", tr->o.key, "the key");
+  trc->add_option("--other-key", tr->o.other_key, "the key of the second prompt (same number of tokens)");
+  trc->add_option("--every", tr->o.every, "tokens of filler between points");
+  trc->add_option("--chunk", tr->o.chunk, "tokens per forward call");
+  trc->add_option("--set", tr->sets, "override a model config field");
+  trc->add_option("--out", tr->out, "folder for trace.jsonl and the plots")->required();
+  cmds.push_back({trc, [tr] { return run_trace(*tr); }});
 }
 
 }  // namespace longctx::cli

@@ -280,3 +280,47 @@ TEST(Passkey, DistinctDigitKeysHaveNoRepeatedDigitAndNoLeadingZero) {
       "min_length": 100, "max_length": 400, "key_min": 100, "key_max": 999999, "distinct_digits": 0.5}}})");
   expect_error([&] { RunConfig::from_json(j, "run.json"); }, {"run.json", "distinct_digits"});
 }
+
+// The trace's last point is the whole prompt; its margins must equal those of one forward pass over
+// prompt + answer (a different computation: no clones, no chunking). Points fall right after the
+// info and then every `every` tokens; the key's imprint is positive where a memory exists.
+TEST(Passkey, TraceMarginsEqualAFullForwardAndPointsFollowEvery) {
+  torch::manual_seed(3);
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.d_ff = 64;
+  c.mixer = nlohmann::json::parse(
+      R"({"type": "infini_attention", "segment": 64, "update": "deltanet", "read": "token", "local": "window"})");
+  CausalLM m(c);
+  m->eval();
+  ByteTokenizer tok;
+  PasskeyTraceOptions o;
+  o.length = 900, o.depth = 0.1, o.key = 48213, o.other_key = 90576, o.every = 200, o.chunk = 77;
+  int calls = 0;
+  o.on_point = [&](const nlohmann::json&) { ++calls; };
+  auto pts = passkey_trace(m, tok, o);
+  PasskeyBuilder pk(tok);
+  auto p = pk.make(o.length, o.depth, o.key);
+  const int64_t info_end = int64_t(p.head.size()) + p.n_prefix + int64_t(p.info.size());
+  const int64_t body = p.length() - int64_t(p.ask.size());
+  ASSERT_EQ(int64_t(pts.size()), (body - info_end + o.every - 1) / o.every + 1);
+  EXPECT_EQ(calls, int(pts.size()));
+  for (size_t i = 0; i + 1 < pts.size(); ++i) EXPECT_EQ(pts[i]["position"].get<int64_t>(), info_end + int64_t(i) * o.every);
+  EXPECT_EQ(pts.back()["position"].get<int64_t>(), body);
+  for (auto& L : pts[0]["layers"]) EXPECT_GT(L["imprint"].get<double>(), 0.0);
+
+  auto all = pk.all_tokens(p);
+  auto ans = pk.answer(o.key);
+  all.insert(all.end(), ans.begin(), ans.end());
+  torch::NoGradGuard ng;
+  auto st = m->new_state();
+  auto lp = torch::log_softmax(m->forward(torch::tensor(all, torch::kInt64).view({1, -1}), st)[0].to(torch::kFloat64), -1);
+  auto margins = pts.back()["margins"];
+  ASSERT_EQ(margins.size(), ans.size());
+  const int64_t first = int64_t(all.size() - ans.size()) - 1;  // the position that predicts ans[0]
+  for (size_t j = 0; j < ans.size(); ++j) {
+    auto row = lp[first + int64_t(j)].clone();
+    const double right = row[ans[j]].item<double>();
+    row[ans[j]] = -std::numeric_limits<double>::infinity();
+    EXPECT_NEAR(margins[j].get<double>(), right - row.max().item<double>(), 1e-4) << j;
+  }
+}

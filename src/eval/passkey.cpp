@@ -105,6 +105,116 @@ PasskeyProbe passkey_probe(CausalLM& model, const Tokenizer& tok, int64_t length
   return r;
 }
 
+std::vector<nlohmann::json> passkey_trace(CausalLM& model, const Tokenizer& tok, const PasskeyTraceOptions& o) {
+  torch::NoGradGuard ng;
+  model->eval();
+  LCX_CHECK(o.every >= 1 && o.chunk >= 1, "passkey trace: --every and --chunk must be >= 1");
+  LCX_CHECK(o.key != o.other_key, "passkey trace: --key and --other-key must differ");
+  PasskeyBuilder pk(tok);
+  auto pa = pk.make(o.length, o.depth, o.key), pb = pk.make(o.length, o.depth, o.other_key);
+  LCX_CHECK(pa.info.size() == pb.info.size() && pa.n_prefix == pb.n_prefix,
+            "passkey trace: keys ", o.key, " and ", o.other_key, " take different token counts; pick keys of equal length");
+  const int64_t info_end = int64_t(pa.head.size()) + pa.n_prefix + int64_t(pa.info.size());
+  const int64_t body = pa.length() - int64_t(pa.ask.size());  // everything before the question
+  const auto answer = pk.answer(o.key);
+  const int64_t max_new = int64_t(answer.size()) + 2;
+  auto dev = model->device();
+
+  auto st = model->new_state();
+  std::vector<std::map<std::string, torch::Tensor>> rec;
+  st.record = &rec;
+  std::vector<double> read_ss, local_ss;  // per layer: sums of squares since the last point
+  std::vector<int64_t> read_n;
+  auto feed = [&](ModelState& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+    auto t = torch::stack({torch::tensor(a, torch::kInt64), torch::tensor(b, torch::kInt64)}).to(dev);
+    auto h = model->hidden(t, s);
+    return model->logits(h.select(1, h.size(1) - 1)).to(torch::kCPU, torch::kFloat64);  // [2, V]
+  };
+  auto rms = [](const torch::Tensor& x) { return x.to(torch::kFloat64).pow(2).mean().sqrt().item<double>(); };
+  std::vector<nlohmann::json> points;
+  int64_t next = info_end;  // the first point: right after the info
+  for (int64_t pos = 0; pos < body;) {
+    const int64_t stop = pos < info_end ? std::min(info_end, body) : std::min(next, body);
+    std::vector<int64_t> a, b;
+    const int64_t len = std::min(o.chunk, stop - pos);
+    pk.tokens(pa, pos, len, a);
+    pk.tokens(pb, pos, len, b);
+    rec.clear();
+    feed(st, a, b);
+    if (read_ss.size() < rec.size()) read_ss.resize(rec.size()), local_ss.resize(rec.size()), read_n.resize(rec.size());
+    for (size_t i = 0; i < rec.size(); ++i)
+      if (rec[i].count("read") && pos >= info_end) {
+        auto r = rec[i]["read"][0].to(torch::kFloat64), l = rec[i]["local"][0].to(torch::kFloat64);
+        read_ss[i] += r.pow(2).sum().item<double>(), local_ss[i] += l.pow(2).sum().item<double>();
+        read_n[i] += r.numel();
+      }
+    pos += len;
+    if (pos != next && pos != body) continue;
+    // A point: ask a copy of the state the question, greedy, both rows.
+    auto q = st.clone();
+    std::vector<std::map<std::string, torch::Tensor>> qrec;
+    q.record = &qrec;
+    auto lg = feed(q, pa.ask, pb.ask);
+    // Margins with the right answer fed (teacher forcing): log p(answer token) - best other token.
+    std::vector<double> margins;
+    {
+      auto tf = q.clone();
+      auto l = lg;
+      for (size_t j = 0; j < answer.size(); ++j) {
+        auto lp = torch::log_softmax(l[0], -1);
+        auto others = lp.clone();
+        others[answer[j]] = -std::numeric_limits<double>::infinity();
+        margins.push_back(lp[answer[j]].item<double>() - others.max().item<double>());
+        if (j + 1 < answer.size()) l = feed(tf, {answer[j]}, {answer[j]});
+      }
+    }
+    double digit_min = std::numeric_limits<double>::infinity();  // over the key's digits
+    for (size_t j = 0; j < answer.size(); ++j) {
+      auto piece = tok.decode({answer[j]});
+      if (piece.find_first_of("0123456789") != std::string::npos) digit_min = std::min(digit_min, margins[j]);
+    }
+    nlohmann::json pt = {{"position", pos}, {"filler_after_key", pos - info_end}, {"margin", digit_min},
+                         {"margins", margins}};
+    nlohmann::json layers = nlohmann::json::array();
+    for (size_t i = 0; i < q.layers.size(); ++i) {
+      nlohmann::json L = {{"layer", i}};
+      const auto& ls = st.layers[i];
+      if (ls.has("M")) {
+        auto M = ls.at("M").to(torch::kFloat64);
+        const double na = M[0].norm().item<double>();
+        L["memory_norm"] = na;
+        L["imprint"] = (M[0] - M[1]).norm().item<double>() / std::max(na, 1e-30);
+      }
+      if (i < qrec.size() && qrec[i].count("read")) {
+        auto r = qrec[i]["read"].to(torch::kFloat64).select(2, -1);  // [2, H, d] at the question's last token
+        L["read_diff"] = (r[0] - r[1]).norm().item<double>() / std::max(r[0].norm().item<double>(), 1e-30);
+        L["read_rms_question"] = rms(r[0]);
+      }
+      if (i < read_n.size() && read_n[i] > 0) {
+        L["read_rms"] = std::sqrt(read_ss[i] / double(read_n[i]));
+        L["local_rms"] = std::sqrt(local_ss[i] / double(read_n[i]));
+        read_ss[i] = local_ss[i] = 0, read_n[i] = 0;
+      }
+      layers.push_back(L);
+    }
+    pt["layers"] = layers;
+    q.record = nullptr;
+    std::vector<std::string> text(2);
+    std::vector<int64_t> ids(2);
+    for (int64_t j = 0; j < max_new; ++j) {
+      for (int r = 0; r < 2; ++r) ids[size_t(r)] = lg[r].argmax().item<int64_t>(), text[size_t(r)] += tok.decode({ids[size_t(r)]});
+      if (j + 1 < max_new) lg = feed(q, {ids[0]}, {ids[1]});
+    }
+    pt["answer"] = text[0];
+    pt["correct"] = first_integer(text[0]) == o.key;
+    pt["other_correct"] = first_integer(text[1]) == o.other_key;
+    points.push_back(pt);
+    if (o.on_point) o.on_point(pt);
+    next = (pos == info_end ? info_end : next) + o.every;
+  }
+  return points;
+}
+
 std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, const PasskeyEvalOptions& o) {
   torch::NoGradGuard ng;
   model->eval();

@@ -53,6 +53,25 @@ struct PasskeyProbe {
 PasskeyProbe passkey_probe(CausalLM& model, const Tokenizer& tok, int64_t length, double depth, int64_t key,
                            int64_t chunk = 1024);
 
+// How a key written at the start of a passkey prompt fades as the filler goes on. Two prompts that
+// differ only in their key (key, other_key, of the same token count) are read side by side; at
+// every `every` tokens of filler after the info, a copy of the state is asked the question. Each
+// point reports, per layer: ||M|| and the key's imprint ||M_key - M_other|| / ||M_key||; the RMS of
+// the memory's read and of the local path over the filler since the last point; the difference
+// the key makes to the memory's read at the question's last token, ||r_key - r_other|| / ||r_key||.
+// And for the model as a whole: the greedy answer, and with the right answer fed, each answer
+// token's log-probability margin over the best other token ("margins"; "margin": the smallest
+// over the key's digits). Layers without a memory report zeros.
+struct PasskeyTraceOptions {
+  int64_t length = 65536;  // prompt length; points run to length - the question
+  double depth = 0;
+  int64_t key = 53703, other_key = 19481;
+  int64_t every = 2048;
+  int64_t chunk = 1024;
+  std::function<void(const nlohmann::json&)> on_point;
+};
+std::vector<nlohmann::json> passkey_trace(CausalLM& model, const Tokenizer& tok, const PasskeyTraceOptions& o);
+
 // The summary table printed by the CLI: one row per length, one column per depth, plus time,
 // peak RSS and state bytes per length.
 std::string passkey_table(const std::vector<PasskeyCell>& cells);

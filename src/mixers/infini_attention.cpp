@@ -259,6 +259,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
       t += len;
     }
     auto a_mem = (reads.size() == 1 ? reads[0] : torch::cat(reads, 2)).to(dt);
+    if (ctx.record) ctx.record->back()["read"] = a_mem.detach(), ctx.record->back()["local"] = a_dot.detach();
     auto y = o_.read_memory ? gate * a_mem + (1 - gate) * a_dot : (1 - gate) * a_dot;
     KVCache::keep_last(state, "", std::min<int64_t>(N - 1, pos0 + T));
     state.set("M", M);
@@ -276,7 +277,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   SegmentBuffer held(state, names, N);
   held.reserve(per_token, fill);
 
-  std::vector<torch::Tensor> outs;
+  std::vector<torch::Tensor> outs, recorded, recorded_local;  // the memory's and local reads, when asked for
   int64_t updates = pos0 / N;
   for (int64_t t = 0; t < T;) {
     const int64_t len = std::min(N - fill, T - t);
@@ -300,6 +301,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
       a_mem = dnet ? torch::matmul(sq.narrow(2, t, len), M) : infini_memory_read(sq.narrow(2, t, len), M, z, o_.eps);
     }
     if (o_.read_memory) {
+      if (ctx.record && dnet) recorded.push_back(a_mem.detach()), recorded_local.push_back(a_dot.detach());
       outs.push_back(gate * a_mem.to(dt) + (1 - gate) * a_dot);
     } else {
       outs.push_back((1 - gate) * a_dot);
@@ -317,6 +319,10 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
     }
     fill = held.advance(fill, len, seg);
     t += len;
+  }
+  if (!recorded.empty()) {
+    ctx.record->back()["read"] = torch::cat(recorded, 2);
+    ctx.record->back()["local"] = torch::cat(recorded_local, 2);
   }
   state.set("M", M);
   if (z.defined()) state.set("z", z);
