@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli build-test test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1 recipe-dnet-passkey
+.PHONY: all setup data build build-cli build-test test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1 recipe-dnet-passkey fuzz
 
 all: build
 
@@ -37,6 +37,22 @@ demo: data build-cli
 
 bench: data build
 	./scripts/bench.sh
+
+# libFuzzer on the parsers of untrusted files (clang from Debian; no libtorch needed): each target
+# runs FUZZ_RUNS executions from the seeds in fuzz/corpus/NAME, with a 10 s limit per input.
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS := tokenizer_json
+FUZZ_SOURCES_tokenizer_json := src/text/bpe.cpp src/io/fs.cpp
+fuzz: setup
+	@command -v clang++ >/dev/null || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq clang
+	mkdir -p $(BUILD)/fuzz
+	set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+	  clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc fuzz/$$t.cpp $(FUZZ_SOURCES_tokenizer_json) \
+	    -lpcre2-8 -o $(BUILD)/fuzz/$$t; \
+	  rm -rf $(BUILD)/fuzz/corpus-$$t && cp -r fuzz/corpus/$$t $(BUILD)/fuzz/corpus-$$t; \
+	  $(BUILD)/fuzz/$$t -runs=$(FUZZ_RUNS) -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1 \
+	    $(BUILD)/fuzz/corpus-$$t 2>&1 | tail -n 12; \
+	done
 
 # Longer training than the demo: the checked-in models/transformer-tiny (F16 weights).
 RECIPE_TINY_STEPS ?= 2500

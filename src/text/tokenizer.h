@@ -10,7 +10,7 @@ namespace longctx {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  virtual std::string type() const = 0;  // "byte" | "sentencepiece"
+  virtual std::string type() const = 0;  // "byte" | "sentencepiece" | "bpe"
   virtual int64_t vocab_size() const = 0;
   virtual std::vector<int64_t> encode(const std::string& text) const = 0;
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
@@ -51,7 +51,10 @@ class SentencePieceTokenizer : public Tokenizer {
   std::string blob_;
 };
 
-// type "byte" or "sentencepiece"; `dir` holds tokenizer.model for the latter.
+// type "byte", "sentencepiece" (dir/tokenizer.model) or "bpe" (dir/tokenizer.json, text/bpe.h).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, const std::string& dir);
+// The tokenizer of a folder: a longctx model's (its config.json names it), else tokenizer.json
+// (byte-level BPE), else tokenizer.model (SentencePiece).
+std::unique_ptr<Tokenizer> load_folder_tokenizer(const std::string& dir);
 
 }  // namespace longctx
