@@ -96,7 +96,9 @@ int run_passkey(PasskeyArgs a, int threads) {
   std::filesystem::create_directories(a.out);
   std::string samples_path = a.out + "/samples.jsonl";
   std::ofstream samples(samples_path + ".tmp");
-  o.on_sample = [&](const nlohmann::json& j) { samples << j.dump() << "\n"; };
+  o.on_sample = [&](const nlohmann::json& j) {  // generations need not be UTF-8: U+FFFD for what is not
+    samples << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  };
   o.log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
   std::fprintf(stderr, "passkey: model %s (%s, %.2fM parameters, %s state), %lld samples per cell, seed %llu\n",
                a.model.c_str(), p.model_config.mixer_type().c_str(), p.model->num_parameters() / 1e6,
@@ -141,10 +143,10 @@ int run_trace(TraceArgs a) {
   std::printf("%10s %8s %-10s %8s  margins of the answer's tokens | per layer: imprint / read_diff / ||M|| / read_rms\n", "filler", "correct", "answer",
               "margin");
   o.on_point = [&](const nlohmann::json& pt) {
-    lines << pt.dump() << "\n";
+    lines << pt.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     lines.flush();
     std::printf("%10lld %8s %-10s %8.2f ", (long long)pt["filler_after_key"].get<int64_t>(),
-                pt["correct"].get<bool>() ? "yes" : "no", nlohmann::json(pt["answer"]).dump().c_str(),
+                pt["correct"].get<bool>() ? "yes" : "no", nlohmann::json(pt["answer"]).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str(),
                 pt["margin"].get<double>());
     for (auto& m : pt["margins"]) std::printf(" %5.1f", m.get<double>());
     for (auto& L : pt["layers"])

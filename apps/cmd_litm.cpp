@@ -49,7 +49,7 @@ int run(const Args& a) {
 void add_litm(CLI::App& app, Commands& cmds) {
   auto a = std::make_shared<Args>();
   auto* lm = app.add_subcommand("litm", "lost in the middle (MECHANISMS.md section 6): accuracy by the answer's position, key-value retrieval or multi-document QA (resumable)");
-  a->target.add_options(lm, "with --endpoint: 'byte' or a folder holding tokenizer.model (prompt lengths)");
+  a->target.add_options(lm, "with --endpoint: 'byte' or a folder holding tokenizer.json or tokenizer.model (prompt lengths)");
   lm->add_option("--setup", a->setup, "kv (uuid key-value retrieval) or qa (multi-document QA from the SOTU addresses)");
   lm->add_option("--sizes", a->sizes, "comma-separated pairs (kv; default 75,140,300) or documents (qa; default 10,20,30)");
   lm->add_option("--positions", a->positions, "kv: evenly spaced gold positions per size");

@@ -72,10 +72,9 @@ int prepare(const Args& a) {
   namespace fs = std::filesystem;
   std::unique_ptr<Tokenizer> tok;
   if (!a.target.model.empty()) {
-    auto cfg = nlohmann::json::parse(read_file(a.target.model + "/config.json"));
-    tok = make_tokenizer(cfg.contains("tokenizer") ? cfg["tokenizer"].value("type", "byte") : "byte", a.target.model);
+    tok = load_folder_tokenizer(a.target.model);
   } else {
-    tok = a.target.tokenizer == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", a.target.tokenizer);
+    tok = endpoint_tokenizer(a.target.tokenizer);
   }
   auto tasks = task_list(a);
   LCX_CHECK(a.samples >= 1, "ruler prepare: --samples must be >= 1");
@@ -115,7 +114,7 @@ void add_ruler(CLI::App& app, Commands& cmds) {
   ru->require_subcommand(0, 1);
   auto* rup = ru->add_subcommand("prepare", "write the task data as RULER's JSONL ({out}/{length}/{task}.jsonl), nothing run");
   rup->fallthrough();  // the options below belong to `ruler` and may follow `prepare`
-  a->target.add_options(ru, "without --model: 'byte' or a folder holding tokenizer.model (counts the prompt's tokens)");
+  a->target.add_options(ru, "without --model: 'byte' or a folder holding tokenizer.json or tokenizer.model (counts the prompt's tokens)");
   ru->add_option("--tasks", a->tasks, "comma-separated task names, or all");
   ru->add_option("--lengths", a->lengths, "comma-separated token budgets (prompt + tokens to generate)");
   ru->add_option("--samples", a->samples, "samples per task and length");

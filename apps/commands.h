@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+namespace longctx {
+class Tokenizer;
+}
 namespace longctx::ruler {
 class Completer;
 }
@@ -54,5 +57,8 @@ struct TargetArgs {
   void add_options(CLI::App* sub, const std::string& tokenizer_help);
 };
 std::unique_ptr<ruler::Completer> make_target(const std::string& cmd, const TargetArgs& t);
+// --tokenizer of an endpoint target: "byte", or a folder (tokenizer.json, tokenizer.model, or a
+// longctx model's).
+std::unique_ptr<longctx::Tokenizer> endpoint_tokenizer(const std::string& spec);
 
 }  // namespace longctx::cli

@@ -74,6 +74,10 @@ void TargetArgs::add_options(CLI::App* sub, const std::string& tokenizer_help) {
   sub->add_option("--set", sets, "override a model config field (as eval ppl)");
 }
 
+std::unique_ptr<Tokenizer> endpoint_tokenizer(const std::string& spec) {
+  return spec == "byte" ? make_tokenizer("byte", "") : load_folder_tokenizer(spec);
+}
+
 std::unique_ptr<ruler::Completer> make_target(const std::string& cmd, const TargetArgs& t) {
   LCX_CHECK(t.model.empty() != t.endpoint.empty(), cmd, ": give exactly one of --model DIR and --endpoint URL");
   if (!t.model.empty()) {
@@ -83,8 +87,7 @@ std::unique_ptr<ruler::Completer> make_target(const std::string& cmd, const Targ
                                                    t.chunk);
   }
   LCX_CHECK(!t.api_model.empty(), cmd, ": --endpoint needs --api-model NAME");
-  std::shared_ptr<Tokenizer> tok =
-      t.tokenizer == "byte" ? make_tokenizer("byte", "") : make_tokenizer("sentencepiece", t.tokenizer);
+  std::shared_ptr<Tokenizer> tok = endpoint_tokenizer(t.tokenizer);
   std::string key = t.api_key;
   if (key.empty() && std::getenv("OPENAI_API_KEY")) key = std::getenv("OPENAI_API_KEY");
   return std::make_unique<ruler::EndpointCompleter>(t.endpoint, t.api_model, tok, 600, key);

@@ -43,6 +43,9 @@ int64_t BeaconOptions::choose(int64_t expected) const {
 
 BeaconMixer::BeaconMixer(AttentionMixerOptions a, BeaconOptions b) : AttentionMixer(a), b_(std::move(b)) {
   LCX_CHECK(o_.n_kv_heads == 0 || o_.n_kv_heads == o_.n_heads, "activation_beacon: n_kv_heads (GQA) is not supported");
+  LCX_CHECK(o_.head_dim == 0 || o_.head_dim * o_.n_heads == o_.d_model, "activation_beacon: head_dim ", o_.head_dim,
+            " other than d_model / n_heads is not supported");
+  LCX_CHECK(!o_.qkv_bias, "activation_beacon: qkv_bias is not supported");
   LCX_CHECK(!o_.rope.interleaved, "activation_beacon: expects rotate-halves RoPE");
   // The beacons' projections, registered after the base's (which keep Hugging Face's names).
   auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };

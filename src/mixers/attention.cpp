@@ -15,6 +15,10 @@ AttentionMixerOptions AttentionMixerOptions::parse(Fields& f, int64_t d_model, i
   f.check(o.q_block > 0, "q_block", o.q_block, "must be > 0");
   int64_t kvh = o.n_kv_heads ? o.n_kv_heads : n_heads;
   f.check(kvh > 0 && n_heads % kvh == 0, "n_kv_heads", o.n_kv_heads, "must divide n_heads");
+  o.head_dim = f.get<int64_t>("head_dim", 0);
+  f.check(o.head_dim >= 0 && o.head_dim % 2 == 0 && o.head_dim <= 1024, "head_dim", o.head_dim,
+          "must be 0 (d_model / n_heads) or an even width <= 1024");
+  o.qkv_bias = f.get<bool>("qkv_bias", false);
   if (sliding) {
     o.window = f.req<int64_t>("window");
     f.check(o.window > 0, "window", o.window, "must be > 0");
@@ -22,13 +26,14 @@ AttentionMixerOptions AttentionMixerOptions::parse(Fields& f, int64_t d_model, i
     f.check(o.sinks >= 0, "sinks", o.sinks, "must be >= 0");
   }
   o.rope = rope;
+  if (o.head_dim > 0) o.rope.dim = o.head_dim;
   return o;
 }
 
 AttentionMixer::AttentionMixer(AttentionMixerOptions o) : o_(o), rope_(o.rope) {
-  dh_ = o_.d_model / o_.n_heads;
+  dh_ = o_.head_dim > 0 ? o_.head_dim : o_.d_model / o_.n_heads;
   int64_t kvh = o_.n_kv_heads ? o_.n_kv_heads : o_.n_heads;
-  register_qkvo(*this, o_.d_model, o_.n_heads * dh_, kvh * dh_, q_proj, k_proj, v_proj, o_proj);
+  register_qkvo(*this, o_.d_model, o_.n_heads * dh_, kvh * dh_, q_proj, k_proj, v_proj, o_proj, o_.qkv_bias);
 }
 
 StateSchema AttentionMixer::state_schema() const {
@@ -74,7 +79,9 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   // One GEMM for q, k and v (weights concatenated; the parameters keep their HF names).
   auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
   // split (not narrow): its backward is one cat instead of a zero-filled tensor per slice.
-  auto qkv = torch::matmul(x, w.t()).view({B, T, o_.n_heads + 2 * kvh, dh_});
+  auto qkv = o_.qkv_bias ? torch::addmm(torch::cat({q_proj->bias, k_proj->bias, v_proj->bias}), x.reshape({B * T, -1}), w.t())
+                         : torch::matmul(x, w.t());
+  qkv = qkv.view({B, T, o_.n_heads + 2 * kvh, dh_});
   auto parts = qkv.split_with_sizes({o_.n_heads + kvh, kvh}, 2);
   auto qk_rot = rope.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({o_.n_heads, kvh}, 2);
   auto qr = qk_rot[0].transpose(1, 2);  // [B, H, T, dh], q and k rotated in one pass

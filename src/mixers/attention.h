@@ -17,6 +17,8 @@ namespace longctx {
 
 struct AttentionMixerOptions {
   int64_t d_model = 256, n_heads = 4, n_kv_heads = 0;  // n_kv_heads 0 = n_heads (GQA when fewer)
+  int64_t head_dim = 0;   // 0 = d_model / n_heads (Mistral Nemo's 128 at width 5120 sets it)
+  bool qkv_bias = false;  // biases on q, k and v (Qwen2)
   int64_t window = 0;  // 0 = full attention
   int64_t sinks = 0;
   int64_t q_block = 256;

@@ -1,4 +1,5 @@
-// The four projections of an attention-style mixer, with Hugging Face's names and no bias,
+// The four projections of an attention-style mixer, with Hugging Face's names (biases on q, k and
+// v only when qkv_bias, as Qwen2 has them; never on o),
 // registered on the mixer in the order q_proj, k_proj, v_proj, o_proj (the order fixes which
 // random numbers each gets at initialisation).
 #pragma once
@@ -8,6 +9,6 @@ namespace longctx {
 
 // q: d_model -> q_out; k, v: d_model -> kv_out; o: q_out -> d_model.
 void register_qkvo(torch::nn::Module& m, int64_t d_model, int64_t q_out, int64_t kv_out, torch::nn::Linear& q,
-                   torch::nn::Linear& k, torch::nn::Linear& v, torch::nn::Linear& o);
+                   torch::nn::Linear& k, torch::nn::Linear& v, torch::nn::Linear& o, bool qkv_bias = false);
 
 }  // namespace longctx

@@ -4,6 +4,8 @@
 
 #include "io/fs.h"
 #include "io/safetensors.h"
+#include "model/hf.h"
+#include "text/tokenizer.h"
 #include "util/error.h"
 
 namespace longctx {
@@ -105,6 +107,21 @@ Pretrained load_pretrained(const std::string& dir, const std::vector<std::string
   } catch (const nlohmann::json::exception& e) {
     fail(cfg_path, ": not valid JSON (", e.what(), ")");
   }
+  std::string hf_type;  // a Hugging Face folder: its config converted, its weights mapped
+  if (is_hf_folder(dir)) {
+    auto c = hf_to_longctx_config(p.config, cfg_path);
+    hf_type = c["hf_model_type"].get<std::string>();
+    nlohmann::json conv = {{"model", c["model"]}, {"tokenizer", {{"type", folder_tokenizer_type(dir)}}}, {"hf_config", p.config}};
+    if (std::filesystem::exists(dir + "/generation_config.json")) {
+      try {
+        conv["generation_config"] = nlohmann::json::parse(read_file(dir + "/generation_config.json"));
+      } catch (const nlohmann::json::exception& e) {
+        fail(dir, "/generation_config.json: not valid JSON (", e.what(), ")");
+      }
+    }
+    p.config = conv;
+  }
+  const nlohmann::json hf_mixer = hf_type.empty() ? nlohmann::json() : p.config["model"]["mixer"];
   LCX_CHECK(p.config.is_object() && p.config.contains("model"), cfg_path, ": no 'model' object");
   for (auto& o : overrides) {  // a model folder's config: the model's fields only
     auto eq = o.find('=');
@@ -112,13 +129,21 @@ Pretrained load_pretrained(const std::string& dir, const std::vector<std::string
       check_field_path(o.substr(0, eq), list_config<ModelConfig>("model"), {"model.mixer.", "model.rope_scaling."});
   }
   apply_overrides(p.config, overrides);
+  if (!hf_type.empty()) {
+    // A mixer set over a pretrained model keeps the checkpoint's attention shape unless it says otherwise.
+    auto& mx = p.config["model"]["mixer"];
+    if (mx.is_object())
+      for (auto k : {"n_kv_heads", "head_dim", "qkv_bias"})
+        if (hf_mixer.contains(k) && !mx.contains(k)) mx[k] = hf_mixer[k];
+  }
   p.model_config = ModelConfig::from_json(p.config["model"], cfg_path);
   std::string tok = p.config.contains("tokenizer") ? p.config["tokenizer"].value("type", "byte") : "byte";
   p.tokenizer = make_tokenizer(tok, dir);
   LCX_CHECK(p.tokenizer->vocab_size() <= p.model_config.vocab_size, cfg_path, ": tokenizer has ",
             p.tokenizer->vocab_size(), " tokens, model.vocab_size is ", p.model_config.vocab_size);
   p.model = CausalLM(p.model_config);
-  load_weights(dir + "/model.safetensors", p.model);
+  if (!hf_type.empty()) load_hf_weights(dir, hf_type, p.model);
+  else load_weights(dir + "/model.safetensors", p.model);
   p.model->eval();
   return p;
 }

@@ -30,8 +30,9 @@ RopeScaling RopeScaling::parse(const nlohmann::json& j, int64_t max_position_emb
   std::string t_old = f.get<std::string>("type", "");
   f.check(t.empty() || t_old.empty() || t == t_old, "type", t_old, "disagrees with rope_type '" + t + "'");
   s.type = t.empty() ? t_old : t;
-  f.check(s.type == "linear" || s.type == "dynamic" || s.type == "yarn" || s.type == "longrope", "rope_type",
-          s.type.empty() ? std::string("(missing)") : s.type, "must be linear, dynamic, yarn or longrope");
+  f.check(s.type == "linear" || s.type == "dynamic" || s.type == "yarn" || s.type == "longrope" || s.type == "llama3",
+          "rope_type", s.type.empty() ? std::string("(missing)") : s.type,
+          "must be linear, dynamic, yarn, longrope or llama3");
   s.original_max = f.get<int64_t>("original_max_position_embeddings", 0);
   f.check(s.original_max >= 0, "original_max_position_embeddings", s.original_max, "must be > 0");
   s.attention_factor = f.get<double>("attention_factor", 0.0);
@@ -61,6 +62,13 @@ RopeScaling RopeScaling::parse(const nlohmann::json& j, int64_t max_position_emb
     f.check(s.original_max > 0, "original_max_position_embeddings", "(missing)",
             "is required (or set model.max_position_embeddings)");
   }
+  if (s.type == "llama3") {
+    f.check(s.original_max > 0, "original_max_position_embeddings", s.original_max, "is required for llama3");
+    s.low_freq_factor = f.req<double>("low_freq_factor");
+    s.high_freq_factor = f.req<double>("high_freq_factor");
+    f.check(s.high_freq_factor > s.low_freq_factor && s.low_freq_factor > 0, "high_freq_factor", s.high_freq_factor,
+            "must exceed low_freq_factor > 0");
+  }
   if (s.type == "yarn") {
     s.beta_fast = f.get<double>("beta_fast", s.beta_fast);
     s.beta_slow = f.get<double>("beta_slow", s.beta_slow);
@@ -87,6 +95,10 @@ nlohmann::json RopeScaling::to_json() const {
     if (mscale > 0) j["mscale"] = mscale;
     if (mscale_all_dim > 0) j["mscale_all_dim"] = mscale_all_dim;
     if (!truncate) j["truncate"] = false;
+  }
+  if (type == "llama3") {
+    j["low_freq_factor"] = low_freq_factor;
+    j["high_freq_factor"] = high_freq_factor;
   }
   if (type == "longrope") {
     j["short_factor"] = short_factor;
@@ -128,6 +140,17 @@ RopeScaling::Plan RopeScaling::plan(int64_t dim, double base, int64_t len) const
                   : (mscale > 0 && mscale_all_dim > 0)
                       ? yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
                       : yarn_mscale(factor, 1.0);
+  } else if (type == "llama3") {
+    // Llama 3.1: wavelengths shorter than L / high_freq_factor keep theta, longer than
+    // L / low_freq_factor are divided by factor, and in between a smooth mix of the two.
+    const double pi = 3.14159265358979323846;
+    auto inv = torch::pow(base, -2.0 * i / double(dim));
+    auto wavelen = 2 * pi / inv;
+    const double lo_wavelen = double(original_max) / low_freq_factor, hi_wavelen = double(original_max) / high_freq_factor;
+    auto smooth = (double(original_max) / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+    auto medium = 1.0 / ((1 - smooth) / factor + smooth);
+    p.lambda = torch::where(wavelen < hi_wavelen, torch::ones_like(inv),
+                            torch::where(wavelen > lo_wavelen, torch::full_like(inv, factor), medium));
   } else if (type == "longrope") {
     LCX_CHECK(int64_t(long_factor.size()) == h, "rope_scaling: longrope has ", long_factor.size(),
               " factors for a head dim of ", dim, " (needs ", h, ")");

@@ -9,6 +9,9 @@
 //   yarn                 HF's ramp between interpolation (theta/factor) and extrapolation over
 //                        the dimensions between the beta_fast and beta_slow rotation counts;
 //                        attention factor 0.1 ln(factor) + 1 (or the mscale ratio)
+//   llama3               lambda_i = 1 for wavelengths < L / high_freq_factor, factor for those
+//                        > L / low_freq_factor, 1 / ((1 - s) / factor + s) between, with
+//                        s = (L / wavelength - low_freq_factor) / (high - low_freq_factor)
 //   longrope             lambda_i = long_factor[i] when len > L else short_factor[i]; attention
 //                        factor sqrt(1 + ln(factor) / ln L), factor = max_position_embeddings / L
 //
@@ -25,7 +28,7 @@
 namespace longctx {
 
 struct RopeScaling {
-  std::string type;               // "" (none), "linear", "dynamic", "yarn", "longrope"
+  std::string type;               // "" (none), "linear", "dynamic", "yarn", "longrope", "llama3"
   double factor = 1.0;
   int64_t original_max = 0;       // original_max_position_embeddings
   int64_t max_position = 0;       // the model's max_position_embeddings (longrope's default factor)
@@ -33,6 +36,7 @@ struct RopeScaling {
   double beta_fast = 32.0, beta_slow = 1.0;  // yarn
   double mscale = 0.0, mscale_all_dim = 0.0;  // yarn (DeepSeek's variant), 0 = unset
   bool truncate = true;                       // yarn: round the ramp's ends to whole dimensions
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;  // llama3
   std::vector<double> short_factor, long_factor;  // longrope, d/2 values each
   int64_t n_hat = 0;                              // longctx: positions < n_hat unscaled
 

@@ -153,6 +153,7 @@ struct BpeTokenizer::Impl {
     }
     if (ids.empty()) ids = merge(piece);
     out.insert(out.end(), ids.begin(), ids.end());
+    if (piece.size() > 256) return;  // long pieces (no pre-tokenizer regex) are not worth keeping
     std::lock_guard<std::mutex> g(mu);
     if (cache.size() > 200000) cache.clear();
     cache.emplace(piece, std::move(ids));

@@ -205,9 +205,19 @@ std::unique_ptr<Tokenizer> load_folder_tokenizer(const std::string& dir) {
     if (c.is_object() && c.contains("model") && c["model"].is_object())
       return make_tokenizer(c.contains("tokenizer") ? c["tokenizer"].value("type", "byte") : "byte", dir);
   }
-  if (fs::exists(dir + "/tokenizer.json")) return make_tokenizer("bpe", dir);
-  if (fs::exists(dir + "/tokenizer.model")) return make_tokenizer("sentencepiece", dir);
-  fail("tokenizer: '", dir, "' has no tokenizer.json, tokenizer.model or longctx config.json");
+  return make_tokenizer(folder_tokenizer_type(dir), dir);
+}
+
+std::string folder_tokenizer_type(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const bool spm = fs::exists(dir + "/tokenizer.model");
+  if (fs::exists(dir + "/tokenizer.json")) {
+    // Llama 2, Mistral and Phi-3 ship a tokenizer.json of SentencePiece's kind beside
+    // tokenizer.model; byte-level files (GPT-2, Llama 3, Qwen2) say ByteLevel.
+    if (!spm || read_file(dir + "/tokenizer.json").find("\"ByteLevel\"") != std::string::npos) return "bpe";
+  }
+  if (spm) return "sentencepiece";
+  fail("tokenizer: '", dir, "' has no tokenizer.json or tokenizer.model");
 }
 
 }  // namespace longctx

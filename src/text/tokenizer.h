@@ -56,5 +56,7 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, const std::st
 // The tokenizer of a folder: a longctx model's (its config.json names it), else tokenizer.json
 // (byte-level BPE), else tokenizer.model (SentencePiece).
 std::unique_ptr<Tokenizer> load_folder_tokenizer(const std::string& dir);
+// "bpe" for a byte-level tokenizer.json, else "sentencepiece" for tokenizer.model.
+std::string folder_tokenizer_type(const std::string& dir);
 
 }  // namespace longctx
