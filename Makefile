@@ -38,20 +38,29 @@ demo: data build-cli
 bench: data build
 	./scripts/bench.sh
 
-# libFuzzer on the parsers of untrusted files (clang from Debian; no libtorch needed): each target
-# runs FUZZ_RUNS executions from the seeds in fuzz/corpus/NAME, with a 10 s limit per input.
+# libFuzzer on the parsers of untrusted files (clang from Debian): each target runs FUZZ_RUNS
+# executions from the seeds in fuzz/corpus/NAME, with a 10 s limit per input. The parsers are
+# compiled with clang's coverage and sanitizers; hf_config links the rest of longctx_core as built.
 FUZZ_RUNS ?= 1000000
-FUZZ_TARGETS := tokenizer_json
-FUZZ_SOURCES_tokenizer_json := src/text/bpe.cpp src/io/fs.cpp
-fuzz: setup
+FUZZ_TARGETS ?= tokenizer_json safetensors_header hf_config
+TORCH_FLAGS := -I/usr/include/torch/csrc/api/include -D_GLIBCXX_USE_CXX11_ABI=1
+TORCH_LIBS := -ltorch -ltorch_cpu -lc10
+FUZZ_tokenizer_json := src/text/bpe.cpp src/io/fs.cpp -lpcre2-8
+FUZZ_safetensors_header := $(TORCH_FLAGS) src/io/safetensors.cpp src/io/fs.cpp $(TORCH_LIBS)
+FUZZ_hf_config := $(TORCH_FLAGS) src/model/hf.cpp src/model/config.cpp src/io/json_fields.cpp \
+  $(BUILD)/liblongctx_core.a $(TORCH_LIBS) -lpcre2-8 -lsqlite3 -lpthread -ldl
+fuzz: setup $(BUILD)/CMakeCache.txt
 	@command -v clang++ >/dev/null || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq clang
+	cmake --build $(BUILD) -j $(JOBS) --target longctx_core
 	mkdir -p $(BUILD)/fuzz
 	set -eo pipefail; for t in $(FUZZ_TARGETS); do \
-	  clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc fuzz/$$t.cpp $(FUZZ_SOURCES_tokenizer_json) \
-	    -lpcre2-8 -o $(BUILD)/fuzz/$$t; \
+	  case $$t in tokenizer_json) src="$(FUZZ_tokenizer_json)";; safetensors_header) src="$(FUZZ_safetensors_header)";; \
+	    hf_config) src="$(FUZZ_hf_config)";; *) echo "unknown fuzz target $$t"; exit 1;; esac; \
+	  echo "== $$t"; \
+	  clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc -I$(BUILD) fuzz/$$t.cpp $$src -o $(BUILD)/fuzz/$$t; \
 	  rm -rf $(BUILD)/fuzz/corpus-$$t && cp -r fuzz/corpus/$$t $(BUILD)/fuzz/corpus-$$t; \
-	  $(BUILD)/fuzz/$$t -runs=$(FUZZ_RUNS) -timeout=10 -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1 \
-	    $(BUILD)/fuzz/corpus-$$t 2>&1 | tail -n 12; \
+	  $(BUILD)/fuzz/$$t -runs=$(FUZZ_RUNS) -timeout=10 -rss_limit_mb=4096 -max_len=8192 -print_final_stats=1 \
+	    $(BUILD)/fuzz/corpus-$$t 2>&1 | tail -n 6; \
 	done
 
 # Longer training than the demo: the checked-in models/transformer-tiny (F16 weights).

@@ -160,7 +160,8 @@ void load_hf_weights(const std::string& dir, const std::string& model_type, Caus
     for (auto& [name, t] : tf.tensors) {
       if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // a buffer older checkpoints kept
       if (name == "lm_head.weight" && cfg.tie_embeddings) continue;         // some tied models store it anyway
-      auto ends = [&](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
+      const std::string& nm = name;  // (a structured binding cannot be captured before C++20)
+      auto ends = [&nm](const std::string& s) { return nm.size() >= s.size() && nm.compare(nm.size() - s.size(), s.size(), s) == 0; };
       if (model_type == "phi3" && ends(".self_attn.qkv_proj.weight")) {
         const auto base = name.substr(0, name.size() - std::string("qkv_proj.weight").size());
         const int64_t q = cfg.n_heads * hd, kv = kvh * hd;
