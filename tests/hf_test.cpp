@@ -11,6 +11,7 @@
 
 #include "io/fs.h"
 #include "io/safetensors.h"
+#include "model/config.h"
 #include "model/hf.h"
 #include "model/pretrained.h"
 #include "test_util.h"
@@ -260,4 +261,40 @@ TEST(HfCheckpoint, ExportWritesAFolderTheLoaderReadsBackWithTheSameLogitsAndByte
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("mixer 'infini_attention' has no Hugging Face architecture"), std::string::npos) << e.what();
   }
+}
+
+// The suite's fuzz smoke for config.json (`make fuzz` runs libFuzzer on it for 10^6 executions):
+// seeded mutations of the fuzzer's seeds, as text and as JSON values, each give a config or one
+// error before any weights exist.
+TEST(HfCheckpoint, MutatedConfigsConvertOrFailCleanly) {
+  std::vector<std::string> seeds;
+  for (auto& e : std::filesystem::directory_iterator(source_dir() + "/fuzz/corpus/hf_config")) seeds.push_back(read_file(e.path()));
+  ASSERT_GE(seeds.size(), 4u);
+  std::mt19937_64 rng(5);
+  const std::vector<nlohmann::json> odd = {nullptr, -1, 0, 1, int64_t(1) << 40, 1e300, -0.5, "x", true,
+                                           nlohmann::json::array(), nlohmann::json::object(), {{"rope_type", "yarn"}}};
+  int ok = 0, refused = 0;
+  for (int n = 0; n < 2000; ++n) {
+    std::string text = seeds[size_t(n) % seeds.size()];
+    if (n % 2) {  // a JSON-level mutation: a field set to an odd value or removed
+      auto j = nlohmann::json::parse(text);
+      auto it = j.begin();
+      std::advance(it, int64_t(rng() % j.size()));
+      if (rng() % 4 == 0) j.erase(it.key());
+      else j[it.key()] = odd[rng() % odd.size()];
+      text = j.dump();
+    } else {  // a byte-level mutation
+      for (int m = 1 + int(rng() % 3); m > 0; --m) text[rng() % text.size()] = "{}[]\",:0123456789-e.tn"[rng() % 22];
+    }
+    try {
+      auto c = hf_to_longctx_config(nlohmann::json::parse(text), "mutated/config.json");
+      ModelConfig::from_json(c["model"], "mutated/config.json");
+      ++ok;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).size(), 0u);
+      ++refused;
+    }
+  }
+  EXPECT_GT(ok, 100);
+  EXPECT_GT(refused, 100);
 }
