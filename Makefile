@@ -45,10 +45,10 @@ FUZZ_RUNS ?= 1000000
 FUZZ_TARGETS ?= tokenizer_json safetensors_header hf_config
 TORCH_FLAGS := -I/usr/include/torch/csrc/api/include -D_GLIBCXX_USE_CXX11_ABI=1
 TORCH_LIBS := -ltorch -ltorch_cpu -lc10
-FUZZ_tokenizer_json := src/text/bpe.cpp src/io/fs.cpp -lpcre2-8
+FUZZ_tokenizer_json := src/text/bpe.cpp src/io/fs.cpp -lpcre2-8 -licuuc
 FUZZ_safetensors_header := $(TORCH_FLAGS) src/io/safetensors.cpp src/io/fs.cpp $(TORCH_LIBS)
 FUZZ_hf_config := $(TORCH_FLAGS) src/model/hf.cpp src/model/config.cpp src/io/json_fields.cpp \
-  $(BUILD)/liblongctx_core.a $(TORCH_LIBS) -lpcre2-8 -lsqlite3 -lpthread -ldl
+  $(BUILD)/liblongctx_core.a $(TORCH_LIBS) -lpcre2-8 -licuuc -lsqlite3 -lpthread -ldl
 fuzz: setup $(BUILD)/CMakeCache.txt
 	@command -v clang++ >/dev/null || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq clang
 	cmake --build $(BUILD) -j $(JOBS) --target longctx_core

@@ -315,3 +315,21 @@ TEST(Bpe, MutatedTokenizerFilesLoadOrFailCleanly) {
   EXPECT_GT(loaded, 100);  // the mutations reach past the JSON parser
   EXPECT_GT(refused, 100);
 }
+
+// Qwen2's normalizer: NFC before the pre-tokenizer, so a decomposed "e" + U+0301 encodes as the
+// precomposed U+00E9 does; added tokens are matched before it; bytes that are not UTF-8 are left
+// as they are and still round-trip.
+TEST(Bpe, NfcNormalizerComposesBeforeEncoding) {
+  auto j = small_json({{"\xC3\x83", "\xC2\xA9"}});  // the byte characters of U+00E9 (C3 A9) merged
+  j["normalizer"] = {{"type", "NFC"}};
+  const int64_t base = j["model"]["vocab"].size();
+  j["added_tokens"] = {{{"id", base}, {"content", "e\xCC\x81!"}, {"special", true}}};
+  auto t = BpeTokenizer::from_string(j.dump(), "nfc.json");
+  const std::string composed = "caf\xC3\xA9", decomposed = "cafe\xCC\x81";
+  EXPECT_EQ(t->encode(decomposed), t->encode(composed));
+  EXPECT_EQ(t->decode(t->encode(decomposed)), composed);
+  EXPECT_EQ(t->encode(composed).back(), t->token_id("\xC3\x83\xC2\xA9"));
+  EXPECT_EQ(t->encode("xe\xCC\x81!"), (std::vector<int64_t>{t->token_id("x"), base}));  // the added token, unnormalised
+  const std::string bad = "a\xFF\xC3(e\xCC\x81";
+  EXPECT_EQ(t->decode(t->encode(bad)), bad);
+}

@@ -4,6 +4,8 @@
 #include <pcre2.h>
 
 #include <nlohmann/json.hpp>
+#include <unicode/unorm2.h>
+#include <unicode/ustring.h>
 
 #include <algorithm>
 #include <array>
@@ -101,6 +103,38 @@ struct Added {
   bool lstrip, rstrip;
 };
 
+// Unicode NFC (Qwen2's normalizer), through ICU. Text that is not valid UTF-8 is left as it is
+// (Hugging Face's strings are always valid; bytes that are not still round-trip).
+std::string nfc(const std::string& s) {
+  bool ascii = true;
+  for (unsigned char c : s) ascii = ascii && c < 0x80;
+  if (ascii) return s;
+  UErrorCode e = U_ZERO_ERROR;
+  int32_t n16 = 0;
+  u_strFromUTF8(nullptr, 0, &n16, s.data(), int32_t(s.size()), &e);
+  if (e != U_BUFFER_OVERFLOW_ERROR && U_FAILURE(e)) return s;  // not UTF-8
+  e = U_ZERO_ERROR;
+  std::u16string w(size_t(n16), u'\0');
+  u_strFromUTF8(reinterpret_cast<UChar*>(w.data()), n16, nullptr, s.data(), int32_t(s.size()), &e);
+  if (U_FAILURE(e)) return s;
+  const UNormalizer2* norm = unorm2_getNFCInstance(&e);
+  LCX_CHECK(U_SUCCESS(e), "bpe: ICU's NFC normaliser is unavailable (", u_errorName(e), ")");
+  auto src = reinterpret_cast<const UChar*>(w.data());
+  if (unorm2_isNormalized(norm, src, n16, &e) && U_SUCCESS(e)) return s;
+  e = U_ZERO_ERROR;
+  std::u16string out(size_t(n16) * 3 + 16, u'\0');
+  int32_t m = unorm2_normalize(norm, src, n16, reinterpret_cast<UChar*>(out.data()), int32_t(out.size()), &e);
+  LCX_CHECK(U_SUCCESS(e), "bpe: NFC failed (", u_errorName(e), ")");
+  int32_t n8 = 0;
+  e = U_ZERO_ERROR;
+  u_strToUTF8(nullptr, 0, &n8, reinterpret_cast<const UChar*>(out.data()), m, &e);
+  e = U_ZERO_ERROR;
+  std::string r(size_t(n8), '\0');
+  u_strToUTF8(r.data(), n8, nullptr, reinterpret_cast<const UChar*>(out.data()), m, &e);
+  LCX_CHECK(U_SUCCESS(e), "bpe: NFC failed (", u_errorName(e), ")");
+  return r;
+}
+
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
 }  // namespace
@@ -126,7 +160,7 @@ struct BpeTokenizer::Impl {
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;  // (left, right) -> (rank, merged)
   std::array<int32_t, 256> byte_id{};
   std::vector<std::unique_ptr<Regex>> splits;
-  bool add_prefix_space = false, ignore_merges = false;
+  bool add_prefix_space = false, ignore_merges = false, nfc = false;
   std::vector<Added> added;  // longest first
   std::array<std::vector<size_t>, 256> added_by_first;  // first byte -> indices into added
   int64_t bos = -1, n_ids = 0;
@@ -200,8 +234,12 @@ struct BpeTokenizer::Impl {
     if (b >= e) return;
     std::string buf;
     const std::string* s = &text;
-    if (add_prefix_space && text[b] != ' ') {
-      buf = " " + text.substr(b, e - b);
+    if (nfc) {
+      buf = longctx::nfc(text.substr(b, e - b));
+      s = &buf, b = 0, e = buf.size();
+    }
+    if (add_prefix_space && (*s)[b] != ' ') {
+      buf = " " + s->substr(b, e - b);
       s = &buf, b = 0, e = buf.size();
     }
     std::vector<std::pair<size_t, size_t>> pieces = {{b, e}}, next_pieces;
@@ -358,9 +396,13 @@ void BpeTokenizer::load(const std::string& text, const std::string& origin) {
   for (size_t i = 0; i < I.added.size(); ++i) I.added_by_first[static_cast<unsigned char>(I.added[i].content[0])].push_back(i);
 
   // normalizer
-  if (j.contains("normalizer") && !j["normalizer"].is_null())
-    fail(origin, ": normalizer '", j["normalizer"].value("type", std::string("?")),
-         "' is not supported (byte-level BPE files have none; Qwen2's NFC is not implemented)");
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    const auto& nz = j["normalizer"];
+    LCX_CHECK(nz.is_object(), origin, ": normalizer must be an object or null");
+    const auto ntype = str_or(nz, "type", "", "normalizer");
+    LCX_CHECK(ntype == "NFC", origin, ": normalizer '", ntype, "' is not supported (none, or NFC as Qwen2 has it)");
+    I.nfc = true;
+  }
 
   // pre_tokenizer
   auto byte_level = [&](const nlohmann::json& p, const std::string& where) {
