@@ -1,4 +1,5 @@
 // longctx generate: text from a prompt, streamed to stdout.
+#include <algorithm>
 #include <cstdio>
 
 #include "commands.h"
@@ -27,7 +28,9 @@ int run(const Args& a) {
   std::fflush(stdout);
   bool first = false;
   double t0 = now_seconds();
+  const auto eos = eos_token_ids(p);  // a Hugging Face model's end of sequence ends the text
   auto out_ids = s.generate(a.max_tokens, a.so, [&](int64_t id) {
+    if (std::find(eos.begin(), eos.end(), id) != eos.end()) return false;
     std::fputs(p.tokenizer->piece(id, first).c_str(), stdout);
     std::fflush(stdout);
     return true;

@@ -298,3 +298,38 @@ TEST(HfCheckpoint, MutatedConfigsConvertOrFailCleanly) {
   EXPECT_GT(ok, 100);
   EXPECT_GT(refused, 100);
 }
+
+// generation_config.json's eos_token_id (a number or a list; else config.json's) ends `generate`:
+// greedy text from the CLI, then the same with its first generated token made the EOS, is empty.
+TEST(HfCheckpoint, EosTokenFromGenerationConfigEndsGeneration) {
+  const auto dir = make_checkpoint("qwen2", "--seed 4");
+  auto p = load_pretrained(dir);
+  auto ids = eos_token_ids(p);
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(ids[0], nlohmann::json::parse(read_file(dir + "/generation_config.json"))["eos_token_id"].get<int64_t>());
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "longctx";
+  auto run = [&] {
+    const auto cmd = exe.string() + " --threads 1 generate --model " + dir +
+                     " --prompt 'The sky is' --max-tokens 8 --temperature 0 2>/dev/null";
+    std::string out;
+    FILE* f = popen(cmd.c_str(), "r");
+    char buf[256];
+    while (f && fgets(buf, sizeof buf, f)) out += buf;
+    if (f) pclose(f);
+    return out;
+  };
+  const auto free_text = run();
+  ASSERT_GT(free_text.size(), std::string("The sky is\n").size()) << free_text;
+  // The first generated token: greedy from the prompt.
+  torch::NoGradGuard ng;
+  auto st = p.model->new_state();
+  auto prompt = p.tokenizer->encode("The sky is");
+  auto lg = p.model->forward(torch::tensor(prompt, torch::kInt64).view({1, -1}), st)[0][-1];
+  const int64_t first = lg.argmax().item<int64_t>();
+  auto gen = nlohmann::json::parse(read_file(dir + "/generation_config.json"));
+  gen["eos_token_id"] = nlohmann::json::array({first, 9999});
+  write_file_atomic(dir + "/generation_config.json", gen.dump());
+  EXPECT_EQ(eos_token_ids(load_pretrained(dir)), (std::vector<int64_t>{first, 9999}));
+  EXPECT_EQ(run(), "The sky is\n");
+  std::filesystem::remove_all(dir);
+}

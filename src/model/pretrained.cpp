@@ -10,6 +10,20 @@
 
 namespace longctx {
 
+std::vector<int64_t> eos_token_ids(const Pretrained& p) {
+  std::vector<int64_t> ids;
+  for (auto key : {"generation_config", "hf_config"}) {
+    if (!p.config.contains(key) || !p.config[key].is_object() || !p.config[key].contains("eos_token_id")) continue;
+    const auto& e = p.config[key]["eos_token_id"];
+    if (e.is_number_integer()) ids.push_back(e.get<int64_t>());
+    if (e.is_array())
+      for (auto& x : e)
+        if (x.is_number_integer()) ids.push_back(x.get<int64_t>());
+    if (!ids.empty()) break;
+  }
+  return ids;
+}
+
 void apply_overrides(nlohmann::json& j, const std::vector<std::string>& overrides) {
   for (auto& o : overrides) {
     auto eq = o.find('=');

@@ -21,6 +21,10 @@ struct Pretrained {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
+// The end-of-sequence ids generation stops at: generation_config.json's eos_token_id (a number or a
+// list), else config.json's, for Hugging Face folders; none for longctx's own models.
+std::vector<int64_t> eos_token_ids(const Pretrained& p);
+
 // Applies "a.b.c=value" overrides to a JSON object (value parsed as JSON, else a string).
 void apply_overrides(nlohmann::json& j, const std::vector<std::string>& overrides);
 

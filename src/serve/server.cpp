@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "serve/server.h"
 
 #ifdef LONGCTX_HAVE_HTTPLIB
@@ -151,6 +152,7 @@ struct Ask {
 struct Server::Impl {
   ServeOptions o;
   Pretrained p;
+  std::vector<int64_t> eos_;  // generation ends at these (a Hugging Face model's eos_token_id)
   std::string model_id;
   std::unique_ptr<SessionStore> store;
   httplib::Server http;
@@ -187,6 +189,7 @@ struct Server::Impl {
     LCX_CHECK(o.http_threads > 0, "serve: --http-threads ", o.http_threads, " must be > 0");
     LCX_CHECK(o.chunk > 0, "serve: chunk ", o.chunk, " must be > 0");
     p = load_pretrained(o.model_dir, o.overrides);
+    eos_ = eos_token_ids(p);
     p.model->eval();
     std::string d = o.model_dir;
     while (d.size() > 1 && d.back() == '/') d.pop_back();
@@ -467,6 +470,10 @@ struct Server::Impl {
     torch::NoGradGuard ng;
     for (int64_t i = 0; i < a.max_tokens; ++i) {
       int64_t id = sampler.sample(last);
+      if (std::find(eos_.begin(), eos_.end(), id) != eos_.end()) {  // the model's end of sequence
+        c.finish = "stop";
+        break;
+      }
       if (want_lp) record_logprob(torch::log_softmax(last.to(torch::kFloat64), -1), id, &lps, &tops, a.logprobs);
       c.ids.push_back(id);
       tokens_out += 1;
