@@ -17,13 +17,19 @@ struct Args {
 };
 
 int run(const Args& a) {
+  const int64_t rss0 = current_rss_bytes();
   auto p = load_pretrained(a.model, a.sets);
+  const int64_t rss_loaded = peak_rss_bytes();
   std::printf("model: %s\nparameters: %lld (%.2fM)\nmixer: %s (state %s)\ntokenizer: %s, %lld tokens\nconfig hash: %s\n",
               a.model.c_str(), (long long)p.model->num_parameters(), p.model->num_parameters() / 1e6,
               p.model_config.mixer_type().c_str(),
               p.model->blocks[0]->mixer() && p.model->blocks[0]->mixer()->state_bounded() ? "bounded" : "grows with context",
               p.tokenizer->type().c_str(), (long long)p.tokenizer->vocab_size(), p.model_config.hash().c_str());
   std::printf("config: %s\n", p.config["model"].dump().c_str());
+  int64_t weight_bytes = 0;
+  for (auto& t : p.model->parameters()) weight_bytes += t.numel() * int64_t(t.element_size());
+  std::printf("memory: peak RSS %s after loading (%s before; weights held as float32: %s)\n",
+              human_bytes(rss_loaded).c_str(), human_bytes(rss0).c_str(), human_bytes(weight_bytes).c_str());
   std::printf("%12s %14s\n", "tokens", "state bytes");
   torch::manual_seed(0);
   auto lens = parse_lengths(a.tokens, "--tokens");
