@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake g++ make libtorch-dev libopenblas0-pthread libsentencepiece-dev
       nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libsqlite3-dev libpcre2-dev libicu-dev libgtest-dev
-      wamerican bible-kjv ca-certificates chromium python3)
+      pkg-config wamerican bible-kjv ca-certificates chromium python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
