@@ -293,3 +293,31 @@ TEST(ActivationBeacon, ConfigErrorsNameTheField) {
   expect_error([] { CausalLM m(config(R"({"type": "activation_beacon", "window": 8, "ratios": [2], "ratio": 3})")); },
                {"model.mixer.ratio"});
 }
+
+// Grouped-query heads computed another way: a GQA beacon model (2 key/value heads for 4 query
+// heads, head_dim 6, q/k/v biases) equals the same model with every key/value head written out
+// per query head (n_kv_heads = n_heads, its k/v weights and biases repeated per group), over
+// several windows, so through the beacons' condensing and memory too.
+TEST(ActivationBeacon, GroupedQueryHeadsEqualTheirRepeatedFullHeadModel) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(8);
+  const std::string common = R"("type": "activation_beacon", "window": 12, "ratios": [3], "head_dim": 6, "qkv_bias": true)";
+  CausalLM gqa(config("{" + common + R"(, "n_kv_heads": 2})"));
+  CausalLM full(config("{" + common + "}"));
+  auto src = gqa->named_parameters();
+  for (auto& p : src)  // biases start at zero: make them count
+    if (p.key().find("bias") != std::string::npos) torch::nn::init::normal_(p.value(), 0, 0.3);
+  for (auto& p : full->named_parameters()) {
+    auto w = src[p.key()];
+    if (w.size(0) != p.value().size(0))  // a k or v projection of 2 heads: each head twice, in order
+      w = w.view({2, 6, -1}).repeat_interleave(2, 0).reshape(p.value().sizes());
+    p.value().copy_(w);
+  }
+  gqa->eval(), full->eval();
+  auto tokens = torch::randint(0, 256, {2, 50}, torch::kInt64);
+  auto s1 = gqa->new_state(), s2 = full->new_state();
+  auto a = gqa->forward(tokens, s1), b = full->forward(tokens, s2);
+  EXPECT_LT(max_abs_diff(a, b), 1e-5);
+  EXPECT_GT(a.abs().max().item<double>(), 0.1);
+  EXPECT_LT(s1.bytes(), s2.bytes());  // the GQA state holds half the key/value heads
+}

@@ -24,6 +24,7 @@ const MixerCase kMixers[] = {
     {"sliding_window", R"({"type": "sliding_window", "window": 16})", true},
     {"sliding_window_sinks", R"({"type": "sliding_window", "window": 16, "sinks": 4, "q_block": 5})", true},
     {"sliding_window_gqa", R"({"type": "sliding_window", "window": 9, "sinks": 1, "n_kv_heads": 2})", true},
+    {"full_attention_gqa_headdim_bias", R"({"type": "full_attention", "n_kv_heads": 1, "head_dim": 12, "qkv_bias": true})", false},
     {"infini_delta", R"({"type": "infini_attention", "segment": 16})", true},
     {"infini_linear", R"({"type": "infini_attention", "segment": 13, "update": "linear"})", true},
     {"infini_deltanet", R"({"type": "infini_attention", "segment": 16, "update": "deltanet", "chunk": 5})", true},
@@ -41,6 +42,7 @@ const MixerCase kMixers[] = {
     {"beacon", R"({"type": "activation_beacon", "window": 16, "ratios": [4]})", false},
     {"beacon_segment", R"({"type": "activation_beacon", "window": 12, "ratios": [3], "attend": "segment", "q_block": 5})", false},
     {"beacon_full_one", R"({"type": "activation_beacon", "window": 9, "ratios": [9], "attend": "full"})", false},
+    {"beacon_gqa_headdim_bias", R"({"type": "activation_beacon", "window": 12, "ratios": [3], "n_kv_heads": 2, "head_dim": 6, "qkv_bias": true})", false},
     {"beacon_off", R"({"type": "activation_beacon", "window": 16, "ratios": [4], "beacons": false})", false},
     {"megalodon_chunk7", R"({"type": "megalodon", "z_dim": 8, "v_dim": 48, "chunk": 7, "groups": 8})", true},
 };

@@ -42,18 +42,15 @@ int64_t BeaconOptions::choose(int64_t expected) const {
 }
 
 BeaconMixer::BeaconMixer(AttentionMixerOptions a, BeaconOptions b) : AttentionMixer(a), b_(std::move(b)) {
-  LCX_CHECK(o_.n_kv_heads == 0 || o_.n_kv_heads == o_.n_heads, "activation_beacon: n_kv_heads (GQA) is not supported");
-  LCX_CHECK(o_.head_dim == 0 || o_.head_dim * o_.n_heads == o_.d_model, "activation_beacon: head_dim ", o_.head_dim,
-            " other than d_model / n_heads is not supported");
-  LCX_CHECK(!o_.qkv_bias, "activation_beacon: qkv_bias is not supported");
   LCX_CHECK(!o_.rope.interleaved, "activation_beacon: expects rotate-halves RoPE");
   // The beacons' projections, registered after the base's (which keep Hugging Face's names).
   auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
-  const int64_t D = o_.d_model;
-  beacon_q_proj = register_module("beacon_q_proj", lin(D, D));
-  beacon_k_proj = register_module("beacon_k_proj", lin(D, D));
-  beacon_v_proj = register_module("beacon_v_proj", lin(D, D));
-  beacon_o_proj = register_module("beacon_o_proj", lin(D, D));
+  // Shaped like the base's (grouped-query heads, head_dim), without biases.
+  const int64_t D = o_.d_model, Q = o_.n_heads * dh_, KV = kvh() * dh_;
+  beacon_q_proj = register_module("beacon_q_proj", lin(D, Q));
+  beacon_k_proj = register_module("beacon_k_proj", lin(D, KV));
+  beacon_v_proj = register_module("beacon_v_proj", lin(D, KV));
+  beacon_o_proj = register_module("beacon_o_proj", lin(Q, D));
 }
 
 void BeaconMixer::hold_first_layer_parameters(double init_std) {
@@ -69,7 +66,7 @@ std::map<std::string, std::vector<double>> BeaconMixer::diagnostics(const State&
 
 StateSchema BeaconMixer::state_schema() const {
   if (!b_.beacons) return AttentionMixer::state_schema();
-  const int64_t B = StateField::kBatch, any = StateField::kAny, H = o_.n_heads, d = dh_;
+  const int64_t B = StateField::kBatch, any = StateField::kAny, H = kvh(), d = dh_;
   return {StateField::count("pos", "tokens seen"), StateField::count("ratio", "the stream's condensing ratio"),
           StateField::tensor("k", {B, H, any, d}, "the current window's raw keys", b_.window),
           StateField::tensor("v", {B, H, any, d}, "the current window's raw values", b_.window),
@@ -92,25 +89,26 @@ torch::Tensor beacon_visibility(int64_t m, int64_t l, int64_t alpha, const std::
 
 torch::Tensor BeaconMixer::condense(const torch::Tensor& h, const torch::Tensor& raw_k, const torch::Tensor& raw_v,
                                     int64_t alpha, State& state) {
-  const int64_t B = h.size(0), k = h.size(1), H = o_.n_heads, D = o_.d_model, l = b_.window;
+  const int64_t B = h.size(0), k = h.size(1), H = o_.n_heads, G = kvh(), l = b_.window;
   const int64_t m = KVCache::length(state, "m");
   auto w = torch::cat({beacon_q_proj->weight, beacon_k_proj->weight, beacon_v_proj->weight}, 0);
-  auto parts = torch::matmul(layer_.pre_norm(h), w.t()).view({B, k, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
+  auto parts = torch::matmul(layer_.pre_norm(h), w.t()).view({B, k, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
   // Inside the window beacon i (1-based) sits at m + i * alpha; in memory at its slot m + i - 1.
-  auto qk = rope_.apply(parts[0], torch::arange(1, k + 1, torch::kInt64) * alpha + m, 1).split_with_sizes({H, H}, 2);
+  auto qk = rope_.apply(parts[0], torch::arange(1, k + 1, torch::kInt64) * alpha + m, 1).split_with_sizes({H, G}, 2);
   auto q = qk[0].transpose(1, 2), kw = qk[1].transpose(1, 2), v = parts[1].transpose(1, 2);
   std::vector<torch::Tensor> ks, vs;
   if (m > 0) ks.push_back(state.at("mk")), vs.push_back(state.at("mv"));
   ks.insert(ks.end(), {raw_k, kw});
   vs.insert(vs.end(), {raw_v, v});
   auto K = torch::cat(ks, 2), V = torch::cat(vs, 2);
+  if (G != H) K = K.repeat_interleave(H / G, 1), V = V.repeat_interleave(H / G, 1);
   auto scores = torch::matmul(q, K.transpose(-2, -1)) * (1.0 / std::sqrt(double(dh_)));
   scores = scores.masked_fill(beacon_visibility(m, l, alpha, b_.attend).logical_not().to(q.device()),
                               -std::numeric_limits<double>::infinity());
-  auto y = torch::matmul(torch::softmax(scores, -1), V).transpose(1, 2).reshape({B, k, D});
+  auto y = torch::matmul(torch::softmax(scores, -1), V).transpose(1, 2).reshape({B, k, H * dh_});
   auto out = layer_.ff(beacon_o_proj(y) + h);
 
-  auto k_mem = rope_.apply(parts[0].narrow(2, H, H), torch::arange(m, m + k, torch::kInt64), 1).transpose(1, 2);
+  auto k_mem = rope_.apply(parts[0].narrow(2, H, G), torch::arange(m, m + k, torch::kInt64), 1).transpose(1, 2);
   if (torch::GradMode::is_enabled()) KVCache::append(state, "m", k_mem, v);
   else KVCache::append(state, "m", k_mem.contiguous(), v.contiguous());
   return out;
@@ -119,7 +117,7 @@ torch::Tensor BeaconMixer::condense(const torch::Tensor& h, const torch::Tensor&
 torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
   if (!b_.beacons) return AttentionMixer::forward(x, state, ctx);
   LCX_CHECK(layer_.ff, "activation_beacon: the mixer is not inside a layer (attach_layer was not called)");
-  const int64_t B = x.size(0), T = x.size(1), H = o_.n_heads, D = o_.d_model, l = b_.window;
+  const int64_t B = x.size(0), T = x.size(1), H = o_.n_heads, G = kvh(), l = b_.window;
   const int64_t pos0 = state.counter("pos");
   int64_t fill = pos0 % l;
 
@@ -148,7 +146,9 @@ torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepCon
 
   // Raw tokens: the base model's projections (one GEMM, as the base computes them).
   auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
-  auto parts = torch::matmul(x, w.t()).view({B, T, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
+  auto qkv = o_.qkv_bias ? torch::addmm(torch::cat({q_proj->bias, k_proj->bias, v_proj->bias}), x.reshape({B * T, -1}), w.t())
+                         : torch::matmul(x, w.t());
+  auto parts = qkv.view({B, T, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
   SegmentBuffer held(state, {"k", "v"}, l);  // the current window's raw keys and values
   auto example = parts[1].narrow(1, 0, 1).transpose(1, 2);
   held.reserve({example, example}, fill);
@@ -161,19 +161,20 @@ torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepCon
     const int64_t len = std::min(l - fill, T - t);
     const int64_t m = KVCache::length(state, "m");
     auto pos = torch::arange(m + fill, m + fill + len, torch::kInt64);
-    auto qk = rope_.apply(parts[0].narrow(1, t, len), pos, /*time_dim=*/1).split_with_sizes({H, H}, 2);
+    auto qk = rope_.apply(parts[0].narrow(1, t, len), pos, /*time_dim=*/1).split_with_sizes({H, G}, 2);
     auto q = qk[0].transpose(1, 2);
     auto win = held.extend(fill, {qk[1].transpose(1, 2), parts[1].narrow(1, t, len).transpose(1, 2)});
     auto keys = m > 0 ? torch::cat({state.at("mk"), win[0]}, 2) : win[0];
     auto vals = m > 0 ? torch::cat({state.at("mv"), win[1]}, 2) : win[1];
+    if (G != H) keys = keys.repeat_interleave(H / G, 1), vals = vals.repeat_interleave(H / G, 1);
     auto y = attention(q, keys, vals, pos, torch::arange(0, m + fill + len, torch::kInt64), ao);
-    outs.push_back(o_proj(y.transpose(1, 2).reshape({B, len, D})));
+    outs.push_back(o_proj(y.transpose(1, 2).reshape({B, len, H * dh_})));
 
     if (fill + len == l) {  // the window is complete: condense it
       const std::string key = "beacon.rows." + std::to_string(completed++);
       torch::Tensor rows;
       if (beacon_embed.defined()) {
-        rows = beacon_embed.to(x.scalar_type()).view({1, 1, D}).expand({B, k_per, D});
+        rows = beacon_embed.to(x.scalar_type()).view({1, 1, o_.d_model}).expand({B, k_per, o_.d_model});
       } else {
         auto it = ctx.carry.find(key);
         LCX_CHECK(it != ctx.carry.end(), "activation_beacon: no beacon rows from the layer below (layer 0 holds the "

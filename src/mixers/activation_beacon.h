@@ -79,6 +79,8 @@ class BeaconMixer : public AttentionMixer {
   torch::Tensor condense(const torch::Tensor& h, const torch::Tensor& raw_k, const torch::Tensor& raw_v,
                          int64_t alpha, State& state);
 
+  int64_t kvh() const { return o_.n_kv_heads ? o_.n_kv_heads : o_.n_heads; }  // key/value heads (GQA)
+
   BeaconOptions b_;
   LayerFns layer_;
   // The training draws' counter and the last ratio ("ratio", diagnostics) live in the run
