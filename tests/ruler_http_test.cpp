@@ -15,6 +15,8 @@
 #include "io/fs.h"
 #include "util/error.h"
 
+#include "test_util.h"
+
 #ifdef LONGCTX_HAVE_HTTPLIB
 #include <httplib.h>
 
@@ -23,12 +25,7 @@ namespace r = longctx::ruler;
 
 namespace {
 
-std::string temp(const std::string& name) {
-  auto d = std::filesystem::temp_directory_path() / ("longctx_test_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d.string();
-}
+std::string temp(const std::string& name) { return longctx::testing::temp_dir(name); }  // tests/test_util.h
 
 // The answer a perfect reader gives: the values of the key the answer prefix asks about.
 std::string read_needles(const std::string& prompt) {

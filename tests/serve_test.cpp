@@ -27,6 +27,8 @@
 #include "model/pretrained.h"
 #include "serve/server.h"
 
+#include "test_util.h"
+
 #ifdef LONGCTX_HAVE_HTTPLIB
 #include <httplib.h>
 
@@ -35,12 +37,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string temp(const std::string& name) {
-  auto d = std::filesystem::temp_directory_path() / ("longctx_serve_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d.string();
-}
+std::string temp(const std::string& name) { return longctx::testing::temp_dir(name); }  // tests/test_util.h
 
 // A small Infini-attention (DeltaNet memory, window) model with random weights, bytes as tokens.
 std::string make_model(const std::string& dir) {

@@ -118,17 +118,15 @@ std::vector<nlohmann::json> passkey_trace(CausalLM& model, const Tokenizer& tok,
   const int64_t body = pa.length() - int64_t(pa.ask.size());  // everything before the question
   const auto answer = pk.answer(o.key);
   const int64_t max_new = int64_t(answer.size()) + 2;
-  auto dev = model->device();
 
   auto st = model->new_state();
   std::vector<std::map<std::string, torch::Tensor>> rec;
   st.record = &rec;
   std::vector<double> read_ss, local_ss;  // per layer: sums of squares since the last point
   std::vector<int64_t> read_n;
-  auto feed = [&](ModelState& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
-    auto t = torch::stack({torch::tensor(a, torch::kInt64), torch::tensor(b, torch::kInt64)}).to(dev);
-    auto h = model->hidden(t, s);
-    return model->logits(h.select(1, h.size(1) - 1)).to(torch::kCPU, torch::kFloat64);  // [2, V]
+  Feeder fd{model, o.chunk};
+  auto feed = [&](ModelState& s, const std::vector<int64_t>& a, const std::vector<int64_t>& b) {  // -> [2, V]
+    return fd.step(s, torch::stack({torch::tensor(a, torch::kInt64), torch::tensor(b, torch::kInt64)})).to(torch::kFloat64);
   };
   auto rms = [](const torch::Tensor& x) { return x.to(torch::kFloat64).pow(2).mean().sqrt().item<double>(); };
   std::vector<nlohmann::json> points;

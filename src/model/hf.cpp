@@ -5,6 +5,7 @@
 #include <set>
 
 #include "io/fs.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/pretrained.h"
 #include "text/bpe.h"
@@ -14,14 +15,6 @@
 namespace longctx {
 
 namespace {
-
-nlohmann::json read_json(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON (", e.what(), ")");
-  }
-}
 
 int64_t req_int(const nlohmann::json& j, const char* k, const std::string& where) {
   LCX_CHECK(j.contains(k) && j[k].is_number_integer(), where, ": field '", k, "' must be an integer");
@@ -33,8 +26,19 @@ int64_t req_int(const nlohmann::json& j, const char* k, const std::string& where
 bool is_hf_folder(const std::string& dir) {
   const auto path = dir + "/config.json";
   if (!std::filesystem::exists(path)) return false;
-  auto j = read_json(path);
+  return is_hf_config(read_json_file(path));
+}
+
+bool is_hf_config(const nlohmann::json& j) {
   return j.is_object() && !j.contains("model") && (j.contains("model_type") || j.contains("architectures"));
+}
+
+// The attention's key/value heads and head width of a config (as the attention mixer reads them).
+static std::pair<int64_t, int64_t> attention_shape(const ModelConfig& c) {
+  const auto& mx = c.mixer;
+  const int64_t kvh = mx.value("n_kv_heads", int64_t(0)) ? mx["n_kv_heads"].get<int64_t>() : c.n_heads;
+  const int64_t hd = mx.value("head_dim", int64_t(0)) ? mx["head_dim"].get<int64_t>() : c.d_model / c.n_heads;
+  return {kvh, hd};
 }
 
 nlohmann::json hf_to_longctx_config(const nlohmann::json& hf, const std::string& where) {
@@ -123,7 +127,7 @@ void load_hf_weights(const std::string& dir, const std::string& model_type, Caus
   std::vector<std::string> files;
   const auto index = dir + "/model.safetensors.index.json";
   if (fs::exists(index)) {
-    auto j = read_json(index);
+    auto j = read_json_file(index);
     LCX_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index, ": no weight_map object");
     std::set<std::string> seen;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
@@ -151,8 +155,7 @@ void load_hf_weights(const std::string& dir, const std::string& model_type, Caus
     it->second.copy_(t.to(it->second.scalar_type()));
   };
   const auto& cfg = model->config();
-  const auto kvh = cfg.mixer.value("n_kv_heads", int64_t(0)) ? cfg.mixer["n_kv_heads"].get<int64_t>() : cfg.n_heads;
-  const auto hd = cfg.mixer.value("head_dim", int64_t(0)) ? cfg.mixer["head_dim"].get<int64_t>() : cfg.d_model / cfg.n_heads;
+  const auto [kvh, hd] = attention_shape(cfg);
   for (auto& f : files) {
     const auto path = dir + "/" + f;
     LCX_CHECK(fs::exists(path), path, ": a shard the index names is missing");
@@ -221,8 +224,7 @@ void save_hf_folder(Pretrained& p, const std::string& out, const std::string& dt
     LCX_CHECK(!c.rope_scaling.contains("n_hat"), "export --format hf: rope_scaling.n_hat is longctx's own field");
   const std::string family = bias ? "qwen2" : mtype == "sliding_window" ? "mistral" : "llama";
   const auto arch = family == "qwen2" ? "Qwen2ForCausalLM" : family == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM";
-  const int64_t kvh = mx.value("n_kv_heads", int64_t(0)) ? mx["n_kv_heads"].get<int64_t>() : c.n_heads;
-  const int64_t hd = mx.value("head_dim", int64_t(0)) ? mx["head_dim"].get<int64_t>() : c.d_model / c.n_heads;
+  const auto [kvh, hd] = attention_shape(c);
   const auto torch_dtype = dtype == "F32" ? "float32" : dtype == "F16" ? "float16" : "bfloat16";
   nlohmann::json hf = {{"architectures", {arch}},
                        {"model_type", family},

@@ -13,6 +13,8 @@ namespace longctx {
 
 // A folder whose config.json is Hugging Face's (a model_type, no longctx "model" object).
 bool is_hf_folder(const std::string& dir);
+// The same test on a config.json already read.
+bool is_hf_config(const nlohmann::json& config);
 
 // longctx's config ({"model": ..., "tokenizer": ...}) for a Hugging Face config.json. Refuses,
 // naming the field, what the architecture here does not implement. `where` names the file.

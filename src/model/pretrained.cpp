@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "io/fs.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/hf.h"
 #include "text/tokenizer.h"
@@ -116,23 +117,14 @@ Pretrained load_pretrained(const std::string& dir, const std::vector<std::string
   Pretrained p;
   p.dir = dir;
   std::string cfg_path = dir + "/config.json";
-  try {
-    p.config = nlohmann::json::parse(read_file(cfg_path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(cfg_path, ": not valid JSON (", e.what(), ")");
-  }
+  p.config = read_json_file(cfg_path);
   std::string hf_type;  // a Hugging Face folder: its config converted, its weights mapped
-  if (is_hf_folder(dir)) {
+  if (is_hf_config(p.config)) {
     auto c = hf_to_longctx_config(p.config, cfg_path);
     hf_type = c["hf_model_type"].get<std::string>();
     nlohmann::json conv = {{"model", c["model"]}, {"tokenizer", {{"type", folder_tokenizer_type(dir)}}}, {"hf_config", p.config}};
-    if (std::filesystem::exists(dir + "/generation_config.json")) {
-      try {
-        conv["generation_config"] = nlohmann::json::parse(read_file(dir + "/generation_config.json"));
-      } catch (const nlohmann::json::exception& e) {
-        fail(dir, "/generation_config.json: not valid JSON (", e.what(), ")");
-      }
-    }
+    if (std::filesystem::exists(dir + "/generation_config.json"))
+      conv["generation_config"] = read_json_file(dir + "/generation_config.json");
     p.config = conv;
   }
   const nlohmann::json hf_mixer = hf_type.empty() ? nlohmann::json() : p.config["model"]["mixer"];

@@ -16,6 +16,7 @@
 #include <filesystem>
 
 #include "io/fs.h"
+#include "io/json_file.h"
 #include "util/error.h"
 
 namespace longctx {
@@ -196,12 +197,7 @@ std::unique_ptr<Tokenizer> load_folder_tokenizer(const std::string& dir) {
   namespace fs = std::filesystem;
   LCX_CHECK(fs::is_directory(dir), "tokenizer: folder '", dir, "' does not exist");
   if (fs::exists(dir + "/config.json")) {  // a longctx model names its tokenizer
-    nlohmann::json c;
-    try {
-      c = nlohmann::json::parse(read_file(dir + "/config.json"));
-    } catch (const nlohmann::json::exception& e) {
-      fail(dir, "/config.json: not valid JSON (", e.what(), ")");
-    }
+    const auto c = read_json_file(dir + "/config.json");
     if (c.is_object() && c.contains("model") && c["model"].is_object())
       return make_tokenizer(c.contains("tokenizer") ? c["tokenizer"].value("type", "byte") : "byte", dir);
   }
