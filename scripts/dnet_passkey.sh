@@ -35,7 +35,12 @@
 # when W is not among STAGES; default $OUT/W), R_FROM (stage R's start when no stage runs before it
 # in STAGES; default $OUT/C16384), QK_CONV (K > 0: the W, C and R stages use DeltaNet's short
 # convolution of K tokens on the memory's queries and keys; a start model without one gains it as
-# the identity, its taps trained at 10x the learning rate without weight decay).
+# the identity, its taps trained at 10x the learning rate without weight decay), CARRY (the C
+# stages' fraction of steps that start from the previous step's carried state; default the
+# config's 0.25. At 0.9 a chain of carried rows averages 10 steps, so the readout trains on
+# states that 100K+ tokens of filler produced), DECAY (1: the W, C and R stages learn Gated
+# DeltaNet's decay, "decay": true; a start model without one gains it forgetting decay_init, 1e-5,
+# per token in every head; the per-head rates at 30x the learning rate, without weight decay).
 set -euo pipefail
 LONGCTX=${LONGCTX:-build/longctx}
 OUT=${OUT:-runs/dnet-passkey}
@@ -43,13 +48,30 @@ THREADS=${THREADS:-2}
 STAGES=${STAGES:-"early B W C2048 C4096 C8192 C16384 R"}
 WINDOW=(--set model.mixer.read=token --set model.mixer.local=window)
 QK_CONV=${QK_CONV:-0}
-GROUPS_CONV='[{"match": "memory_gate", "lr_scale": 30, "weight_decay": 0.0}, {"match": "beta_proj", "lr_scale": 1, "weight_decay": 0.0}, {"match": "qk_conv", "lr_scale": 10, "weight_decay": 0.0}]'
-# conv_args FROM: the arguments that add the short convolution (QK_CONV > 0) to a stage from FROM.
+DECAY=${DECAY:-0}
+# conv_args FROM: the arguments that add the short convolution (QK_CONV > 0) and the decay
+# (DECAY=1) to a stage from FROM; what FROM lacks starts as its initialisation (the identity, a
+# decay of decay_init per token).
 conv_args() {
   CONV=()
-  [ "$QK_CONV" -gt 0 ] || return 0
-  CONV=(--set "model.mixer.qk_conv=$QK_CONV" --set "train.param_groups=$GROUPS_CONV")
-  grep -q '"qk_conv"' "$1/config.json" 2>/dev/null || CONV+=(--set 'train.init_ignore=["qk_conv"]')
+  local groups='{"match": "memory_gate", "lr_scale": 30, "weight_decay": 0.0}, {"match": "beta_proj", "lr_scale": 1, "weight_decay": 0.0}'
+  local fresh=()
+  if [ "$QK_CONV" -gt 0 ]; then
+    CONV+=(--set "model.mixer.qk_conv=$QK_CONV")
+    groups+=', {"match": "qk_conv", "lr_scale": 10, "weight_decay": 0.0}'
+    grep -q '"qk_conv"' "$1/config.json" 2>/dev/null || fresh+=('"qk_conv"')
+  fi
+  if [ "$DECAY" = 1 ]; then
+    CONV+=(--set model.mixer.decay=true)
+    groups+=', {"match": "decay_proj.bias", "lr_scale": 30, "weight_decay": 0.0}, {"match": "decay_proj", "lr_scale": 1, "weight_decay": 0.0}'
+    grep -q '"decay": true' "$1/config.json" 2>/dev/null || fresh+=('"decay_proj"')
+  fi
+  [ ${#CONV[@]} -gt 0 ] || return 0
+  CONV+=(--set "train.param_groups=[$groups]")
+  if [ ${#fresh[@]} -gt 0 ]; then
+    local IFS=,
+    CONV+=(--set "train.init_ignore=[${fresh[*]}]")
+  fi
 }
 mkdir -p "$OUT"
 . "$(dirname "$0")/train_arm.sh"
@@ -124,7 +146,9 @@ for s in $STAGES; do
       L=${s#C}
       case $L in 2048) steps=300 ;; 4096) steps=200 ;; 8192) steps=120 ;; *) steps=80 ;; esac
       conv_args "${prev:-${C_FROM:-$OUT/W}}"
-      run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-${C_FROM:-$OUT/W}}" "${WINDOW[@]}" ${CONV[@]+"${CONV[@]}"} \
+      CARRY_SET=()
+      [ -n "${CARRY:-}" ] && CARRY_SET=(--set "train.carry_fraction=$CARRY")
+      run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-${C_FROM:-$OUT/W}}" "${WINDOW[@]}" ${CONV[@]+"${CONV[@]}"} ${CARRY_SET[@]+"${CARRY_SET[@]}"} \
         --set "data.seq_len=$((L + 256))" --set "data.passkey.max_length=$L" \
         --set "data.passkey.eval_lengths=[$L,$((2 * L))]" --set "train.steps=$steps" --set "train.tbptt=4096" \
         --set "train.checkpoint_every=$((steps / 4))"

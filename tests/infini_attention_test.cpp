@@ -37,13 +37,16 @@ std::vector<double> phi(Acc a, int64_t t, int64_t d) {
 torch::Tensor reference_head(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t N,
                              bool delta, double gate, double eps, double base, torch::Tensor betas = {},
                              bool token_read = false, bool window_local = false, torch::Tensor mq = {},
-                             torch::Tensor mk = {}) {
+                             torch::Tensor mk = {}, torch::Tensor alphas = {}) {
   const bool dnet = betas.defined();
   if (!mq.defined()) mq = q, mk = k;  // the memory's queries and keys (after qk_conv when set)
   auto mqa = mq.accessor<double, 2>(), mka = mk.accessor<double, 2>();
-  // DeltaNet's write of token t: M += b_t k_t (v_t - k_t^T M).
+  // DeltaNet's write of token t: M += b_t k_t (v_t - k_t^T M), after M *= alpha_t with a decay.
   auto write = [&](std::vector<std::vector<double>>& M, int64_t t) {
     auto va = v.accessor<double, 2>();
+    if (alphas.defined())
+      for (auto& row : M)
+        for (auto& e : row) e *= alphas[t].item<double>();
     auto kt = phi(mka, t, k.size(1));
     double bt = betas[t].item<double>();
     for (int64_t c = 0; c < v.size(1); ++c) {
@@ -129,6 +132,8 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
   const bool dnet = o.update == InfiniAttentionOptions::Update::deltanet;
   torch::Tensor betas;
   if (dnet) betas = torch::sigmoid(m.beta_proj(x).to(torch::kFloat64));  // [B,T,H]
+  torch::Tensor alphas;  // Gated DeltaNet's decay: alpha = exp(-exp(x W_a + c))
+  if (o.decay) alphas = torch::exp(-torch::exp(m.decay_proj(x).to(torch::kFloat64)));
   // qk_conv: the memory's queries and keys through the causal convolution, as plain loops (zeros
   // before the stream's start).
   auto mq = q.clone(), mk = k.clone();
@@ -159,7 +164,8 @@ torch::Tensor reference(InfiniAttentionMixer& m, const torch::Tensor& x) {
                                                        o.update == InfiniAttentionOptions::Update::delta, g, o.eps,
                                                        o.rope.base, dnet ? betas[b].select(1, h).contiguous() : torch::Tensor(),
                                                        o.token_read, o.window_local, mq[b].select(1, h).contiguous(),
-                                                       mk[b].select(1, h).contiguous()));
+                                                       mk[b].select(1, h).contiguous(),
+                                                       o.decay ? alphas[b].select(1, h).contiguous() : torch::Tensor()));
     }
   return torch::matmul(y.view({B, T, H * d}), m.o_proj->weight.t());
 }
@@ -194,10 +200,11 @@ void expect_grad_matches_fd(const torch::Tensor& x, const torch::Tensor& grad, L
 using Update = InfiniAttentionOptions::Update;
 
 InfiniAttentionMixer make_mixer(int64_t segment, Update update, torch::Dtype dt = torch::kFloat64, int64_t chunk = 64,
-                                bool token_read = false, bool window_local = false, int64_t qk_conv = 0) {
+                                bool token_read = false, bool window_local = false, int64_t qk_conv = 0,
+                                bool decay = false) {
   InfiniAttentionOptions o;
   o.d_model = 16, o.n_heads = 2, o.segment = segment, o.update = update, o.chunk = chunk, o.token_read = token_read;
-  o.window_local = window_local, o.qk_conv = qk_conv;
+  o.window_local = window_local, o.qk_conv = qk_conv, o.decay = decay;
   o.rope.dim = 8;
   InfiniAttentionMixer m(o);
   torch::NoGradGuard ng;
@@ -387,9 +394,10 @@ TEST(InfiniAttention, GatesGetTheirOwnOptimizerGroupWithoutWeightDecay) {
 
 namespace {
 
-// The delta rule token by token in float64 plain loops: M += b_t k_t (v_t - k_t^T M).
+// The delta rule token by token in float64 plain loops: M += b_t k_t (v_t - k_t^T M), after
+// M *= exp(log_alpha_t) when a decay is given.
 torch::Tensor deltanet_loops(const torch::Tensor& M0, const torch::Tensor& k, const torch::Tensor& v,
-                             const torch::Tensor& beta) {
+                             const torch::Tensor& beta, const torch::Tensor& log_alpha = {}) {
   auto M = M0.to(torch::kFloat64).clone().contiguous();
   auto kk = k.to(torch::kFloat64).contiguous(), vv = v.to(torch::kFloat64).contiguous();
   auto bb = beta.to(torch::kFloat64).contiguous();
@@ -401,6 +409,10 @@ torch::Tensor deltanet_loops(const torch::Tensor& M0, const torch::Tensor& k, co
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < T; ++t)
         for (int64_t c = 0; c < dv; ++c) {
+          if (log_alpha.defined()) {
+            const double a = std::exp(log_alpha[b][h][t].item<double>());
+            for (int64_t i = 0; i < dk; ++i) Ma[b][h][i][c] *= a;
+          }
           double r = 0;
           for (int64_t i = 0; i < dk; ++i) r += ka[b][h][t][i] * Ma[b][h][i][c];
           for (int64_t i = 0; i < dk; ++i) Ma[b][h][i][c] += ba[b][h][t] * ka[b][h][t][i] * (va[b][h][t][c] - r);
@@ -668,4 +680,166 @@ TEST(DeltaNet, ShortConvolutionMatchesFloat64LoopsStreamsInAnyChunkingAndStartsA
   expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "qk_conv", ">= 2"});
   c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "qk_conv": 4})");
   expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "qk_conv", "deltanet"});
+}
+
+// ---- Gated DeltaNet's decay ("decay": true) ----
+
+TEST(GatedDeltaNet, ChunkedUpdateAndOutputsMatchFloat64RecurrenceForEveryChunkSize) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(31);
+  const int64_t B = 2, H = 3, T = 41, dk = 6, dv = 5;
+  auto q = deltanet_feature(torch::randn({B, H, T, dk}, torch::kFloat64));
+  auto k = deltanet_feature(torch::randn({B, H, T, dk}, torch::kFloat64));
+  auto v = torch::randn({B, H, T, dv}, torch::kFloat64);
+  auto beta = torch::rand({B, H, T}, torch::kFloat64);
+  // Decays from about 1 - 1e-4 to 0.05 per token, and one run of exact zeros' logs (alpha 1e-30):
+  // a chunk's cumulative decay then underflows, which the form must survive.
+  auto la = -torch::exp(torch::randn({B, H, T}, torch::kFloat64) * 2.0 - 3.0);
+  la.select(2, 17).fill_(-69.0);
+  for (bool incoming : {false, true}) {
+    auto M0 = incoming ? torch::randn({B, H, dk, dv}, torch::kFloat64) : torch::zeros({B, H, dk, dv}, torch::kFloat64);
+    auto ref = deltanet_loops(M0, k, v, beta, la);
+    for (int64_t chunk : {1, 4, 7, 16, 41, 64}) {
+      auto m64 = deltanet_memory_update(M0, k, v, beta, chunk, la);
+      EXPECT_LT(max_abs_diff(m64, ref), 1e-12) << "chunk " << chunk << " incoming " << incoming;
+      auto m32 = deltanet_memory_update(M0.to(torch::kFloat32), k.to(torch::kFloat32), v.to(torch::kFloat32),
+                                        beta.to(torch::kFloat32), chunk, la.to(torch::kFloat32));
+      EXPECT_LT(max_abs_diff(m32, ref), 1e-5) << "float32, chunk " << chunk << " incoming " << incoming;
+      // The causal outputs: o_t = q_t^T M_t after token t's decay and write.
+      auto [O, M] = deltanet_scan(M0, q, k, v, beta, chunk, la);
+      EXPECT_LT(max_abs_diff(M, ref), 1e-12);
+      auto Mt = M0.clone();
+      for (int64_t t = 0; t < T; ++t) {
+        Mt = deltanet_loops(Mt, k.narrow(2, t, 1), v.narrow(2, t, 1), beta.narrow(2, t, 1), la.narrow(2, t, 1));
+        EXPECT_LT(max_abs_diff(O.narrow(2, t, 1), torch::matmul(q.narrow(2, t, 1), Mt)), 1e-12) << "t " << t;
+      }
+    }
+  }
+  // The decay matters (the test can fail): without it the state differs.
+  EXPECT_GT(max_abs_diff(deltanet_memory_update(torch::zeros({B, H, dk, dv}, torch::kFloat64), k, v, beta, 8),
+                         deltanet_loops(torch::zeros({B, H, dk, dv}, torch::kFloat64), k, v, beta, la)),
+            1e-3);
+}
+
+TEST(GatedDeltaNet, MixerMatchesFloat64PlainLoopReferenceInEveryReadAndLocalMode) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(32);
+  struct Mode { int64_t chunk; bool token_read, window; int64_t conv; };
+  for (auto md : std::vector<Mode>{{3, false, false, 0}, {64, false, false, 3}, {3, true, false, 0}, {5, true, true, 4}}) {
+    auto m = make_mixer(7, Update::deltanet, torch::kFloat64, md.chunk, md.token_read, md.window, md.conv, true);
+    auto x = torch::randn({2, 40, 16}, torch::kFloat64);
+    State s;
+    StepContext ctx;
+    std::vector<std::map<std::string, torch::Tensor>> rec;
+    ctx.record = &rec;
+    auto y = m.forward(x, s, ctx);
+    const std::string what = "chunk " + std::to_string(md.chunk) + " token_read " + std::to_string(md.token_read) +
+                             " window " + std::to_string(md.window);
+    EXPECT_LT(max_abs_diff(y, reference(m, x)), 1e-10) << what;
+    ASSERT_TRUE(rec[0].count("log_alpha")) << what;
+    EXPECT_LT(max_abs_diff(rec[0]["log_alpha"], -torch::exp(m.decay_proj(x)).transpose(1, 2)), 1e-12);
+    // Streaming in pieces of 1, 6 and 11 tokens gives the same outputs.
+    for (int64_t piece : {1, 6, 11}) {
+      State sp;
+      StepContext c2;
+      std::vector<torch::Tensor> parts;
+      for (int64_t t = 0; t < 40; t += piece) parts.push_back(m.forward(x.narrow(1, t, std::min(piece, 40 - t)), sp, c2));
+      EXPECT_LT(max_abs_diff(torch::cat(parts, 1), y), 1e-10) << what << " pieces of " << piece;
+    }
+  }
+}
+
+TEST(GatedDeltaNet, GradientsMatchCentralFiniteDifferences) {
+  torch::manual_seed(33);
+  const int64_t H = 2, T = 11, dk = 4, dv = 3;
+  auto kraw = torch::randn({1, H, T, dk}, torch::kFloat64).requires_grad_(true);
+  auto v = torch::randn({1, H, T, dv}, torch::kFloat64).requires_grad_(true);
+  auto braw = torch::randn({1, H, T}, torch::kFloat64).requires_grad_(true);
+  auto araw = (torch::randn({1, H, T}, torch::kFloat64) - 1.0).requires_grad_(true);
+  auto M0 = torch::randn({1, H, dk, dv}, torch::kFloat64).requires_grad_(true);
+  auto q = deltanet_feature(torch::randn({1, H, T, dk}, torch::kFloat64));
+  auto R = torch::randn({1, H, dk, dv}, torch::kFloat64), RO = torch::randn({1, H, T, dv}, torch::kFloat64);
+  auto loss = [&] {
+    auto [O, M] = deltanet_scan(M0, q, deltanet_feature(kraw), v, torch::sigmoid(braw), 4, -torch::exp(araw));
+    return (M * R).sum() + (O * RO).sum();
+  };
+  loss().backward();
+  for (auto* p : {&kraw, &v, &braw, &araw, &M0}) expect_grad_matches_fd(*p, p->grad().clone(), loss, 1, "scan input");
+  // The whole mixer, the decay projection included, segment and window paths.
+  for (bool window : {false, true}) {
+    auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, window, window, 0, true);
+    auto x = torch::randn({1, 17, 16}, torch::kFloat64);
+    auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
+    auto mloss = [&] {
+      State s;
+      StepContext ctx;
+      return (m.forward(x, s, ctx) * Ry).sum();
+    };
+    m.zero_grad();
+    mloss().backward();
+    for (auto& item : m.named_parameters())
+      expect_grad_matches_fd(item.value(), item.value().grad(), mloss, std::max<int64_t>(1, item.value().numel() / 7),
+                             item.key() + " window " + std::to_string(window));
+  }
+}
+
+TEST(GatedDeltaNet, MemoryFedPeriodicTextSettlesToOneCycle) {
+  // The property the decay is for: under a periodic input the state converges to a periodic
+  // orbit, so the read after a period of filler stops changing; without a decay, filler keys in
+  // directions the input barely excites keep moving the state over the same span.
+  torch::NoGradGuard ng;
+  torch::manual_seed(34);
+  const int64_t dk = 8, dv = 4, P = 29, periods = 400, chunk = 64;
+  // Filler keys that excite one direction weakly (scale 0.03), as a periodic text's keys do.
+  auto raw = torch::randn({1, 1, P, dk}, torch::kFloat64);
+  raw.select(3, 0).mul_(0.03);
+  auto K1 = raw / raw.norm(2, -1, true);
+  auto V1 = torch::randn({1, 1, P, dv}, torch::kFloat64);
+  auto K = K1.repeat({1, 1, periods, 1}), V = V1.repeat({1, 1, periods, 1});
+  auto Bt = torch::full({1, 1, P * periods}, 0.5, torch::kFloat64);
+  auto la = torch::full({1, 1, P * periods}, std::log(1 - 2e-3), torch::kFloat64);
+  auto M0 = torch::randn({1, 1, dk, dv}, torch::kFloat64) * 3.0;
+  auto change = [&](const torch::Tensor& log_alpha) {  // ||M after period n+1 - M after period n||, at n = periods - 1
+    auto Mn = deltanet_memory_update(M0, K.narrow(2, 0, P * (periods - 1)), V.narrow(2, 0, P * (periods - 1)),
+                                     Bt.narrow(2, 0, P * (periods - 1)), chunk,
+                                     log_alpha.defined() ? log_alpha.narrow(2, 0, P * (periods - 1)) : torch::Tensor());
+    auto Mn1 = deltanet_memory_update(Mn, K1, V1, Bt.narrow(2, 0, P), chunk,
+                                      log_alpha.defined() ? log_alpha.narrow(2, 0, P) : torch::Tensor());
+    return (Mn1 - Mn).norm().item<double>() / Mn.norm().item<double>();
+  };
+  const double with_decay = change(la), without = change({});
+  EXPECT_LT(with_decay, 1e-8) << "settled to a cycle";
+  EXPECT_GT(without, 1e-6) << "the undecayed state still moves after " << periods << " periods";
+}
+
+TEST(GatedDeltaNet, StartsAtItsInitialDecayAndConfigNamesIt) {
+  ModelConfig c;
+  c.d_model = 16, c.n_layers = 2, c.n_heads = 2, c.d_ff = 32;
+  c.mixer = nlohmann::json::parse(
+      R"({"type": "infini_attention", "update": "deltanet", "read": "token", "local": "window", "decay": true, "decay_init": 1e-4})");
+  CausalLM lm(ModelConfig::from_json(c.to_json(), "cfg.json"));
+  int found = 0;
+  for (auto& p : lm->named_parameters()) {
+    if (p.key().find("decay_proj.weight") != std::string::npos) {
+      ++found;
+      EXPECT_EQ(p.value().abs().max().item<double>(), 0.0) << p.key();
+    }
+    if (p.key().find("decay_proj.bias") != std::string::npos) {
+      EXPECT_NEAR(p.value().min().item<double>(), std::log(1e-4), 1e-6) << p.key();
+    }
+  }
+  EXPECT_EQ(found, 2);
+  // Every token then forgets 1e-4: 1 - exp(-exp(log 1e-4)).
+  auto* m = dynamic_cast<InfiniAttentionMixer*>(lm->blocks[0]->mixer());
+  ASSERT_NE(m, nullptr);
+  State s;
+  StepContext ctx;
+  std::vector<std::map<std::string, torch::Tensor>> rec;
+  ctx.record = &rec;
+  m->forward(torch::randn({1, 9, 16}), s, ctx);
+  EXPECT_NEAR((-rec[0]["log_alpha"]).max().item<double>(), 1e-4, 1e-9);
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "decay": true})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "decay", "deltanet"});
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "update": "deltanet", "decay": true, "decay_init": 1.5})");
+  expect_error([&] { ModelConfig::from_json(c.to_json(), "cfg.json"); }, {"cfg.json", "decay_init", "(0, 1)"});
 }

@@ -33,6 +33,8 @@ const MixerCase kMixers[] = {
     {"infini_deltanet_window", R"({"type": "infini_attention", "segment": 12, "update": "deltanet", "read": "token", "local": "window", "chunk": 5, "detach_every": 1})", true},
     {"infini_deltanet_conv", R"({"type": "infini_attention", "segment": 12, "update": "deltanet", "read": "token", "local": "window", "chunk": 5, "qk_conv": 4})", true},
     {"infini_deltanet_conv_segment", R"({"type": "infini_attention", "segment": 9, "update": "deltanet", "qk_conv": 3})", true},
+    {"infini_deltanet_decay", R"({"type": "infini_attention", "segment": 12, "update": "deltanet", "read": "token", "local": "window", "chunk": 5, "qk_conv": 4, "decay": true, "decay_init": 0.05})", true},
+    {"infini_deltanet_decay_segment", R"({"type": "infini_attention", "segment": 9, "update": "deltanet", "chunk": 4, "decay": true, "decay_init": 0.05})", true},
     {"infini_detach", R"({"type": "infini_attention", "segment": 7, "detach_every": 2, "gate_init": 1.5})", true},
     {"megalodon", R"({"type": "megalodon", "z_dim": 16, "v_dim": 32, "chunk": 16, "groups": 4, "ndim": 4})", true},
     {"bswa", R"({"type": "bswa", "block": 16, "memory_blocks": 2})", true},
@@ -63,7 +65,8 @@ class MixerContract : public ::testing::TestWithParam<MixerCase> {
        // the history they read across pieces matters here.
       torch::NoGradGuard ng;
       for (auto& p : model->named_parameters())
-        if (p.key().find("qk_conv") != std::string::npos) p.value().normal_(0, 0.5);
+        if (p.key().find("qk_conv") != std::string::npos || p.key().find("decay_proj.weight") != std::string::npos)
+          p.value().normal_(0, 0.5);
     }
     tokens = torch::randint(0, 256, {2, kLen}, torch::kInt64);
   }
@@ -223,8 +226,9 @@ TEST_P(MixerContract, AFailedStepLeavesEveryLayerAsItWas) {
   for (auto& [name, t] : ref.layers[0].tensors()) {
     ASSERT_TRUE(st.layers[0].has(name)) << name;
     EXPECT_EQ(st.layers[0].at(name).sizes(), t.sizes()) << name;
-    if (!buffer[name] || t.dim() == 0)
+    if (!buffer[name] || t.dim() == 0) {
       EXPECT_TRUE(torch::equal(st.layers[0].at(name), t)) << "layer 0 field '" << name << "' changed by a failed step";
+    }
   }
   EXPECT_EQ(st.layers[0].tensors().size(), ref.layers[0].tensors().size());
   st.layers.back() = ref.layers.back().clone();

@@ -324,3 +324,31 @@ TEST(Passkey, TraceMarginsEqualAFullForwardAndPointsFollowEvery) {
     EXPECT_NEAR(margins[j].get<double>(), right - row.max().item<double>(), 1e-4) << j;
   }
 }
+
+TEST(Passkey, ProbeReportsWriteStrengthsMemoryNormAndEachHeadsForgettingRate) {
+  torch::manual_seed(4);
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.d_ff = 64;
+  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segment": 64, "update": "deltanet", "read": "token",
+                                      "local": "window", "decay": true, "decay_init": 0.002})");
+  CausalLM m(c);
+  ByteTokenizer tok;
+  auto r = passkey_probe(m, tok, 700, 0.5, 48213, 97);
+  ASSERT_EQ(r.beta_key.size(), 2u);
+  ASSERT_EQ(r.forget.size(), 2u);
+  for (size_t l = 0; l < 2; ++l) {
+    EXPECT_GT(r.beta_key[l], 0.0);
+    EXPECT_LT(r.beta_key[l], 1.0);
+    EXPECT_GT(r.memory_norm[l], 0.0);
+    ASSERT_EQ(r.forget[l].size(), 4u);
+    // At initialisation every head forgets decay_init per token (W_a = 0).
+    for (double f : r.forget[l]) EXPECT_NEAR(f, 0.002, 1e-9);
+  }
+  EXPECT_EQ(r.to_json()["forget"].size(), 2u);
+  // Without the decay there is no rate to report.
+  c.mixer["decay"] = false;
+  CausalLM plain(c);
+  auto r0 = passkey_probe(plain, tok, 300, 0.5, 48213);
+  EXPECT_TRUE(r0.forget.empty());
+  EXPECT_FALSE(r0.to_json().contains("forget"));
+}

@@ -57,6 +57,7 @@ bool finished(const std::string& s) {
 nlohmann::json PasskeyProbe::to_json() const {
   nlohmann::json j = {{"memory_norm", memory_norm}};
   if (!beta_key.empty()) j["beta_key"] = beta_key, j["beta_filler"] = beta_filler;
+  if (!forget.empty()) j["forget"] = forget;
   return j;
 }
 
@@ -74,7 +75,7 @@ PasskeyProbe passkey_probe(CausalLM& model, const Tokenizer& tok, int64_t length
   auto st = model->new_state();
   std::vector<std::map<std::string, torch::Tensor>> rec;
   st.record = &rec;
-  std::vector<std::vector<torch::Tensor>> per_layer;  // recording layer -> beta pieces [H, T]
+  std::vector<std::vector<torch::Tensor>> per_layer, decays;  // recording layer -> beta, log alpha pieces [H, T]
   const int64_t n = p.length();
   for (int64_t from = 0; from < n; from += chunk) {
     std::vector<int64_t> ids;
@@ -82,9 +83,11 @@ PasskeyProbe passkey_probe(CausalLM& model, const Tokenizer& tok, int64_t length
     pk.tokens(p, from, len, ids);
     rec.clear();
     model->forward(torch::tensor(ids, torch::kInt64).view({1, -1}).to(model->device()), st);
-    if (per_layer.size() < rec.size()) per_layer.resize(rec.size());
-    for (size_t i = 0; i < rec.size(); ++i)
+    if (per_layer.size() < rec.size()) per_layer.resize(rec.size()), decays.resize(rec.size());
+    for (size_t i = 0; i < rec.size(); ++i) {
       if (rec[i].count("beta")) per_layer[i].push_back(rec[i]["beta"][0].to(torch::kCPU, torch::kFloat64));
+      if (rec[i].count("log_alpha")) decays[i].push_back(rec[i]["log_alpha"][0].to(torch::kCPU, torch::kFloat64));
+    }
   }
   PasskeyProbe r;
   for (auto& pieces : per_layer) {
@@ -99,6 +102,11 @@ PasskeyProbe passkey_probe(CausalLM& model, const Tokenizer& tok, int64_t length
     }
     r.beta_key.push_back(nk ? sk / double(nk) : 0.0);
     r.beta_filler.push_back(nf ? sf / double(nf) : 0.0);
+  }
+  for (auto& pieces : decays) {
+    if (pieces.empty()) continue;
+    auto f = (-torch::cat(pieces, 1)).mean(1).contiguous();  // [H]
+    r.forget.emplace_back(f.data_ptr<double>(), f.data_ptr<double>() + f.numel());
   }
   for (auto& ls : st.layers) r.memory_norm.push_back(ls.has("M") ? ls.at("M").norm().item<double>() : 0.0);
   if (was_training) model->train();

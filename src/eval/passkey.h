@@ -44,9 +44,12 @@ std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, con
 // One passkey prompt read at batch 1 with the mixers' per-token values recorded (what the length
 // curriculum logs): per recording layer, the mean write strength (Infini-attention's DeltaNet
 // beta, over heads) on the key's digits and on the filler noise; per layer, the Frobenius norm of
-// the state's memory "M" after the prompt (empty when the mixer keeps none).
+// the state's memory "M" after the prompt (empty when the mixer keeps none); with Gated DeltaNet's
+// decay, per recording layer and head the mean forgetting rate -log alpha over the prompt (1 / it
+// is the memory's timescale in tokens).
 struct PasskeyProbe {
   std::vector<double> beta_key, beta_filler;
+  std::vector<std::vector<double>> forget;
   std::vector<double> memory_norm;
   nlohmann::json to_json() const;
 };

@@ -25,6 +25,11 @@ InfiniAttentionOptions InfiniAttentionOptions::parse(Fields& f, int64_t d_model,
   f.check(o.qk_conv == 0 || o.qk_conv >= 2, "qk_conv", o.qk_conv, "must be 0 (off) or a kernel of >= 2 tokens");
   f.check(o.qk_conv <= 64, "qk_conv", o.qk_conv, "must be <= 64 (a short convolution)");
   f.check(o.qk_conv == 0 || o.update == Update::deltanet, "qk_conv", o.qk_conv, "needs \"update\": \"deltanet\"");
+  o.decay = f.get<bool>("decay", false);
+  f.check(!o.decay || o.update == Update::deltanet, "decay", o.decay, "needs \"update\": \"deltanet\"");
+  o.decay_init = f.get<double>("decay_init", o.decay_init);
+  f.check(o.decay_init > 0 && o.decay_init < 1, "decay_init", o.decay_init,
+          "must be in (0, 1) (1 - alpha per token at the start)");
   o.detach_every = f.get<int64_t>("detach_every", 0);
   f.check(o.detach_every >= 0, "detach_every", o.detach_every, "must be >= 0 (0 = never)");
   o.gate_init = f.get<double>("gate_init", o.gate_init);
@@ -54,17 +59,22 @@ InfiniAttentionMixer::InfiniAttentionMixer(InfiniAttentionOptions o) : o_(o), ro
     torch::NoGradGuard ng;
     beta_proj->bias.zero_();  // write strength 0.5 at the start
   }
-  if (o_.qk_conv > 0) {
-    qk_conv = register_parameter("qk_conv", torch::empty({2 * o_.d_model, o_.qk_conv}));
-    init_own_parameters();
-  }
+  if (o_.qk_conv > 0) qk_conv = register_parameter("qk_conv", torch::empty({2 * o_.d_model, o_.qk_conv}));
+  if (o_.decay)
+    decay_proj = register_module("decay_proj", torch::nn::Linear(torch::nn::LinearOptions(o_.d_model, o_.n_heads)));
+  init_own_parameters();
 }
 
 void InfiniAttentionMixer::init_own_parameters() {
-  if (!qk_conv.defined()) return;
   torch::NoGradGuard ng;
-  qk_conv.zero_();
-  qk_conv.select(1, o_.qk_conv - 1).fill_(1.0);  // the identity
+  if (qk_conv.defined()) {
+    qk_conv.zero_();
+    qk_conv.select(1, o_.qk_conv - 1).fill_(1.0);  // the identity
+  }
+  if (decay_proj) {  // every head and token forgets decay_init at the start
+    decay_proj->weight.zero_();
+    decay_proj->bias.fill_(std::log(o_.decay_init));
+  }
 }
 
 std::map<std::string, std::vector<double>> InfiniAttentionMixer::diagnostics(const State&) const {
@@ -84,6 +94,7 @@ StateSchema InfiniAttentionMixer::state_schema() const {
     s.push_back(StateField::tensor("sk", {B, H, any, d}, "the segment's memory keys (features)", N));
     if (o_.update == InfiniAttentionOptions::Update::deltanet)
       s.push_back(StateField::tensor("b", {B, H, any, 1}, "the segment's write strengths", N));
+    if (o_.decay) s.push_back(StateField::tensor("g", {B, H, any, 1}, "the segment's log decays", N));
   }
   if (o_.qk_conv > 0)
     s.push_back(StateField::tensor("qk_hist", {B, o_.qk_conv - 1, 2 * o_.d_model},
@@ -128,7 +139,7 @@ namespace {
 // chunks at once; the loop over chunks holds two or three small products each. The tail is padded
 // with zero keys, values and strengths, which write nothing, and its outputs are dropped.
 torch::Tensor deltanet_chunks(torch::Tensor& M, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              const torch::Tensor& beta, int64_t chunk) {
+                              const torch::Tensor& beta, int64_t chunk, const torch::Tensor& log_alpha) {
   LCX_CHECK(chunk > 0, "deltanet: chunk ", chunk, " must be > 0");
   const int64_t B = k.size(0), H = k.size(1), T = k.size(2), dk = k.size(3), dv = v.size(3);
   if (T == 0) return q.defined() ? torch::zeros({B, H, 0, dv}, v.options()) : torch::Tensor();
@@ -139,18 +150,33 @@ torch::Tensor deltanet_chunks(torch::Tensor& M, const torch::Tensor& q, const to
   };
   auto kc = blocks(k), vc = blocks(v), bc = blocks(beta.unsqueeze(-1));
   auto bk = bc * kc;
+  // With a decay: G_i = sum of log alpha over the chunk up to i, gamma_i = exp(G_i), and every
+  // pair i >= j carries exp(G_i - G_j), the decay from token j's write to token i. Unrolled,
+  // M_i = gamma_i M_0 + sum_{j<=i} exp(G_i - G_j) k_j u_j^T with u_i = b_i (v_i - alpha_i M_{i-1}^T k_i),
+  // so u solves (I + strictLower(diag(b) K K^T o D)) u = diag(b) (V - diag(gamma) K M_0).
+  torch::Tensor D, gam, tail;  // D_ij = exp(G_i - G_j) on and below the diagonal; gamma [.,C,1]; exp(G_C - G_j)
+  if (log_alpha.defined()) {
+    auto G = blocks(log_alpha.unsqueeze(-1)).cumsum(3);  // [B,H,n,C,1]; padding adds log 1 = 0
+    D = (G - G.transpose(-2, -1)).clamp_max(0).exp().tril(0);
+    gam = G.exp();
+    tail = (G.narrow(3, C - 1, 1) - G).exp();
+  }
   // A_ij = b_i k_i.k_j below the diagonal; the solve takes I + A (unit diagonal implied).
   auto A = torch::matmul(bk, kc.transpose(-2, -1)).tril(-1);
-  auto X = torch::linalg_solve_triangular(A, torch::cat({bk, bc * vc}, -1), /*upper=*/false, /*left=*/true,
-                                          /*unitriangular=*/true);
+  if (D.defined()) A = A * D;
+  auto X = torch::linalg_solve_triangular(A, torch::cat({D.defined() ? bk * gam : bk, bc * vc}, -1), /*upper=*/false,
+                                          /*left=*/true, /*unitriangular=*/true);
   auto W = X.narrow(-1, 0, dk), U = X.narrow(-1, dk, dv);
-  auto kt = kc.transpose(-2, -1);
+  auto kt = (D.defined() ? kc * tail : kc).transpose(-2, -1);
   torch::Tensor WQ, QK;  // with outputs: [W; q] per chunk (one product with M), the causal q.k scores
   if (q.defined()) {
     auto qc = blocks(q);
-    WQ = torch::cat({W, qc}, -2);
-    QK = torch::matmul(qc, kt).tril(0);
+    WQ = torch::cat({W, D.defined() ? qc * gam : qc}, -2);
+    QK = torch::matmul(qc, kc.transpose(-2, -1)).tril(0);
+    if (D.defined()) QK = QK * D;
   }
+  torch::Tensor chunk_decay;  // gamma at each chunk's end: M_0's share of the next M
+  if (D.defined()) chunk_decay = gam.narrow(3, C - 1, 1);  // [B,H,n,1,1]
   std::vector<torch::Tensor> outs;
   outs.reserve(q.defined() ? n : 0);
   for (int64_t i = 0; i < n; ++i) {
@@ -162,7 +188,7 @@ torch::Tensor deltanet_chunks(torch::Tensor& M, const torch::Tensor& q, const to
     } else {
       Up = U.select(2, i) - torch::matmul(W.select(2, i), M);
     }
-    M = M + torch::matmul(kt.select(2, i), Up);
+    M = (chunk_decay.defined() ? M * chunk_decay.select(2, i) : M) + torch::matmul(kt.select(2, i), Up);
   }
   if (outs.empty()) return {};
   auto O = outs.size() == 1 ? outs[0] : torch::cat(outs, 2);
@@ -171,17 +197,18 @@ torch::Tensor deltanet_chunks(torch::Tensor& M, const torch::Tensor& q, const to
 }  // namespace
 
 torch::Tensor deltanet_memory_update(const torch::Tensor& M0, const torch::Tensor& k, const torch::Tensor& v,
-                                     const torch::Tensor& beta, int64_t chunk) {
+                                     const torch::Tensor& beta, int64_t chunk, const torch::Tensor& log_alpha) {
   auto M = M0;
-  deltanet_chunks(M, {}, k, v, beta, chunk);
+  deltanet_chunks(M, {}, k, v, beta, chunk, log_alpha);
   return M;
 }
 
 std::pair<torch::Tensor, torch::Tensor> deltanet_scan(const torch::Tensor& M0, const torch::Tensor& q,
                                                       const torch::Tensor& k, const torch::Tensor& v,
-                                                      const torch::Tensor& beta, int64_t chunk) {
+                                                      const torch::Tensor& beta, int64_t chunk,
+                                                      const torch::Tensor& log_alpha) {
   auto M = M0;
-  auto O = deltanet_chunks(M, q, k, v, beta, chunk);
+  auto O = deltanet_chunks(M, q, k, v, beta, chunk, log_alpha);
   return {O, M};
 }
 
@@ -212,12 +239,16 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
     state.set("qk_hist", r.second.contiguous());
   }
   auto raw = mem_qk.split_with_sizes({H, H}, 2);
-  torch::Tensor sq, sk, wb;  // features; deltanet's write strengths [B,H,T,1]
+  torch::Tensor sq, sk, wb, la;  // features; deltanet's write strengths [B,H,T,1]; log decays [B,H,T]
   if (dnet) {
     sq = deltanet_feature(raw[0].to(mdt)).transpose(1, 2);
     sk = deltanet_feature(raw[1].to(mdt)).transpose(1, 2);
     wb = torch::sigmoid(beta_proj(x).to(mdt)).transpose(1, 2).unsqueeze(-1);
-    if (ctx.record) ctx.record->push_back({{"beta", wb.squeeze(-1).detach()}});
+    if (o_.decay) la = -torch::exp(decay_proj(x).to(mdt).clamp_max(20.0)).transpose(1, 2);  // log alpha
+    if (ctx.record) {
+      ctx.record->push_back({{"beta", wb.squeeze(-1).detach()}});
+      if (la.defined()) ctx.record->back()["log_alpha"] = la.detach();
+    }
   } else {
     sq = (torch::elu(raw[0].to(mdt)) + 1).transpose(1, 2);
     sk = (torch::elu(raw[1].to(mdt)) + 1).transpose(1, 2);
@@ -252,7 +283,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
     for (int64_t t = 0; t < T;) {
       const int64_t len = period ? std::min(T - t, period - (pos0 + t) % period) : T - t;
       auto r = deltanet_scan(M, sq.narrow(2, t, len), sk.narrow(2, t, len), vm.narrow(2, t, len), bm.narrow(2, t, len),
-                             o_.chunk);
+                             o_.chunk, la.defined() ? la.narrow(2, t, len) : torch::Tensor());
       reads.push_back(r.first);
       M = r.second;
       if (period && (pos0 + t + len) % period == 0) M = M.detach();
@@ -274,6 +305,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   std::vector<torch::Tensor> per_token = {kr, v};
   if (!token_read) names.push_back("sk"), per_token.push_back(sk);
   if (dnet && !token_read) names.push_back("b"), per_token.push_back(wb);
+  if (la.defined() && !token_read) names.push_back("g"), per_token.push_back(la.unsqueeze(-1));
   SegmentBuffer held(state, names, N);
   held.reserve(per_token, fill);
 
@@ -295,7 +327,8 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
     torch::Tensor a_mem;
     if (token_read) {  // each token reads after its own write; M follows the tokens
       auto r = deltanet_scan(M, sq.narrow(2, t, len), sk.narrow(2, t, len), v.narrow(2, t, len).to(mdt),
-                             wb.narrow(2, t, len).squeeze(-1), o_.chunk);
+                             wb.narrow(2, t, len).squeeze(-1), o_.chunk,
+                             la.defined() ? la.narrow(2, t, len) : torch::Tensor());
       a_mem = r.first, M = r.second;
     } else if (o_.read_memory) {
       a_mem = dnet ? torch::matmul(sq.narrow(2, t, len), M) : infini_memory_read(sq.narrow(2, t, len), M, z, o_.eps);
@@ -309,7 +342,8 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
     if (fill + len == N) {  // segment complete: fold it into memory
       if (token_read) {
         // already written token by token
-      } else if (dnet) M = deltanet_memory_update(M, seg[2], seg[1].to(mdt), seg[3].squeeze(-1), o_.chunk);
+      } else if (dnet) M = deltanet_memory_update(M, seg[2], seg[1].to(mdt), seg[3].squeeze(-1), o_.chunk,
+                                                  la.defined() ? seg[4].squeeze(-1) : torch::Tensor());
       else infini_memory_update(M, z, seg[2], seg[1].to(mdt), o_.update == InfiniAttentionOptions::Update::delta, o_.eps);
       ++updates;
       if (graph && o_.detach_every > 0 && updates % o_.detach_every == 0) {

@@ -55,6 +55,12 @@ struct InfiniAttentionOptions {
   // identity (the last tap 1), so a model that gains it starts as the same function. The state
   // holds the last K - 1 rows of its input. 0 = off.
   int64_t qk_conv = 0;
+  // deltanet: a learned decay (Gated DeltaNet, Yang, Kautz, Hatamizadeh 2025): per head and token
+  // alpha_t = exp(-exp(x_t W_a + c)) in (0, 1], and M_t = alpha_t (I - b_t k_t k_t^T) M_{t-1} +
+  // b_t k_t v_t^T, so a memory fed stationary text settles within about 1 / (1 - alpha) tokens.
+  // W_a starts at 0 and c at log(decay_init): every head starts forgetting decay_init per token.
+  bool decay = false;
+  double decay_init = 1e-5;
   int64_t detach_every = 0;   // training: detach M, z after every k-th update (0 = never)
   double gate_init = 0.0;     // beta at initialisation (sigmoid 0.5)
   double eps = 1e-6;          // denominator guard
@@ -78,6 +84,7 @@ class InfiniAttentionMixer : public Mixer {
   torch::Tensor memory_gate;  // beta [H]
   torch::nn::Linear beta_proj{nullptr};  // deltanet only: D -> H write strengths (with bias)
   torch::Tensor qk_conv;  // qk_conv > 0 only: [2 D, K] taps, q's channels then k's, the last tap current
+  torch::nn::Linear decay_proj{nullptr};  // decay only: D -> H, log(-log alpha) per head and token
 
  private:
   InfiniAttentionOptions o_;
@@ -91,14 +98,17 @@ torch::Tensor infini_memory_read(const torch::Tensor& sq, const torch::Tensor& M
 void infini_memory_update(torch::Tensor& M, torch::Tensor& z, const torch::Tensor& sk, const torch::Tensor& v,
                           bool delta, double eps);
 // DeltaNet's exact update over T tokens in chunks of `chunk`: k [B,H,T,dk] (unit rows), v [B,H,T,dv],
-// beta [B,H,T] in (0, 1), M [B,H,dk,dv]; returns the new M (differentiable).
+// beta [B,H,T] in (0, 1), M [B,H,dk,dv]; returns the new M (differentiable). `log_alpha` [B,H,T]
+// (<= 0), when defined, is Gated DeltaNet's decay: M_t = alpha_t (I - b_t k_t k_t^T) M_{t-1} + b_t k_t v_t^T.
 torch::Tensor deltanet_memory_update(const torch::Tensor& M, const torch::Tensor& k, const torch::Tensor& v,
-                                     const torch::Tensor& beta, int64_t chunk);
+                                     const torch::Tensor& beta, int64_t chunk, const torch::Tensor& log_alpha = {});
 // DeltaNet's causal outputs and update: o_t = q_t^T M_t with M_t after token t's write, per chunk
-// (O = Q M + tril(Q K^T) (U - W M)). q [B,H,T,dk]; returns {O [B,H,T,dv], the new M}.
+// (O = Q M + tril(Q K^T) (U - W M); with a decay, each term scaled by the decay between its
+// positions). q [B,H,T,dk]; returns {O [B,H,T,dv], the new M}.
 std::pair<torch::Tensor, torch::Tensor> deltanet_scan(const torch::Tensor& M, const torch::Tensor& q,
                                                       const torch::Tensor& k, const torch::Tensor& v,
-                                                      const torch::Tensor& beta, int64_t chunk);
+                                                      const torch::Tensor& beta, int64_t chunk,
+                                                      const torch::Tensor& log_alpha = {});
 // A causal depthwise convolution: y_t = sum_j w[:, j] x_{t-K+1+j} over x [B,T,C] preceded by the
 // K - 1 rows `hist` [B,K-1,C] (the earlier input; zeros at a stream's start); w [C,K]. Returns y and
 // the last K - 1 rows of [hist; x], the next call's hist.
