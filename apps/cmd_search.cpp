@@ -31,11 +31,11 @@ void add_search(CLI::App& app, Commands& cmds) {
                               "search longrope: --target-length is required (or --short)");
                     auto r = search_longrope(*lro);
                     std::printf("best: %.4f bits/byte at %lld tokens (n_hat %lld, from %s), %lld evaluations\nfactors:",
-                                r.best.fitness, (long long)(lro->short_factors ? 0 : lro->target_length),
+                                r.best.fitness, (long long)r.length,
                                 (long long)r.best.n_hat, r.best.origin.c_str(), (long long)r.evaluations);
                     for (double v : r.best.lambda) std::printf(" %.2f", v);
-                    std::printf("\nwrote %s/config.json (rope_scaling longrope), search_state.json, search_result.json\n",
-                                lro->out.c_str());
+                    std::printf("\nwrote %s/config.json (rope_scaling longrope%s), search_state.json, search_result.json\n",
+                                lro->out.c_str(), r.hf ? "; a Hugging Face folder, its other files copied" : "");
                     return 0;
                   }});
 }

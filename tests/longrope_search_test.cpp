@@ -2,6 +2,7 @@
 // reproducible (and resumes to the same result).
 #include <random>
 #include "io/fs.h"
+#include "model/hf.h"
 #include "model/pretrained.h"
 #include "search/longrope.h"
 #include "test_util.h"
@@ -148,4 +149,72 @@ TEST(LongRopeSearch, AProgressiveSearchKeepsTheOriginalLengthAndStartsFromThePre
   auto sst = json::parse(read_file(s.out + "/search_state.json"));
   ASSERT_TRUE(sst["seen"].contains(long_seed.key())) << long_seed.key();
   EXPECT_LE(sr.best.fitness, sst["seen"][long_seed.key()].get<double>());
+}
+
+namespace {
+std::string hf_checkpoint(const std::string& family, const std::string& extra) {
+  const auto dir = temp_dir("longrope-hf-" + family);
+  const auto cmd = "python3 " + source_dir() + "/scripts/make_hf_checkpoint.py " + family + " " + dir + " " + extra +
+                   " > /dev/null";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return dir;
+}
+
+torch::Tensor logits_of(Pretrained& p, const torch::Tensor& ids) {
+  torch::NoGradGuard ng;
+  p.model->eval();
+  auto st = p.model->new_state();
+  return p.model->forward(ids, st).to(torch::kFloat64);
+}
+}  // namespace
+
+TEST(LongRopeSearch, AHuggingFaceFolderComesOutAsOneWithTheFactorsInItsConfig) {
+  // Llama 3.1 style, two shards: the long search. The output is a hub folder (shards, index,
+  // tokenizer, generation config copied byte for byte) whose config.json carries the factors in
+  // Phi-3's layout; read back, it is the model the search scored.
+  const auto in = hf_checkpoint("llama", "--shards 2");
+  LongRopeSearchOptions o;
+  o.model = in;
+  o.target_length = 96;
+  o.population = 6, o.parents = 3, o.mutations = 2, o.crossovers = 2, o.iterations = 2, o.samples = 1;
+  o.data = "sotu", o.seed = 3, o.progress = false;
+  o.out = temp_dir("longrope-hf-out");
+  auto r = search_longrope(o);
+  EXPECT_EQ(r.best.n_hat, 0) << "transformers' longrope has no n_hat";
+  EXPECT_TRUE(is_hf_folder(o.out));
+  for (auto name : {"tokenizer.json", "generation_config.json", "model.safetensors.index.json",
+                    "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"})
+    EXPECT_EQ(read_file(o.out + "/" + name), read_file(in + "/" + name)) << name;
+  auto hf = json::parse(read_file(o.out + "/config.json"));
+  EXPECT_EQ(hf["model_type"], "llama");
+  EXPECT_EQ(hf["rope_scaling"]["rope_type"], "longrope");
+  EXPECT_EQ(hf["rope_scaling"]["long_factor"].get<std::vector<double>>(), r.best.lambda);
+  EXPECT_EQ(hf["rope_scaling"]["short_factor"].size(), r.best.lambda.size());
+  EXPECT_FALSE(hf["rope_scaling"].contains("low_freq_factor")) << "llama3's fields are gone";
+  EXPECT_EQ(hf["max_position_embeddings"], 96);
+  const int64_t W = hf["original_max_position_embeddings"].get<int64_t>();
+  // The folder read back equals the input read with the searched rope_scaling set directly.
+  auto out = load_pretrained(o.out);
+  json sc = {{"rope_type", "longrope"}, {"original_max_position_embeddings", W}, {"factor", 96.0 / double(W)},
+             {"long_factor", r.best.lambda}, {"short_factor", hf["rope_scaling"]["short_factor"]}};
+  auto ref = load_pretrained(in, {"model.rope_scaling=" + sc.dump(), "model.max_position_embeddings=96"});
+  auto ids = torch::randint(0, 256, {1, 90}, torch::kInt64);
+  EXPECT_LT((logits_of(out, ids) - logits_of(ref, ids)).abs().max().item<double>(), 1e-6);
+  // Not the unscaled model (the check can fail): the factors change the logits past W.
+  auto plain = load_pretrained(in);
+  EXPECT_GT((logits_of(out, ids) - logits_of(plain, ids)).abs().max().item<double>(), 1e-4);
+
+  // Phi-3 (longrope already, original length at the top level): the short search keeps the long
+  // factors and writes the short ones where Phi-3 has them.
+  const auto phi = hf_checkpoint("phi3", "");
+  LongRopeSearchOptions s = o;
+  s.model = phi, s.short_factors = true, s.out = temp_dir("longrope-hf-phi3-short");
+  auto rs = search_longrope(s);
+  auto in_cfg = json::parse(read_file(phi + "/config.json"));
+  auto out_cfg = json::parse(read_file(s.out + "/config.json"));
+  EXPECT_EQ(out_cfg["rope_scaling"]["short_factor"].get<std::vector<double>>(), rs.best.lambda);
+  EXPECT_EQ(out_cfg["rope_scaling"]["long_factor"], in_cfg["rope_scaling"]["long_factor"]);
+  EXPECT_EQ(out_cfg["original_max_position_embeddings"], in_cfg["original_max_position_embeddings"]);
+  EXPECT_EQ(out_cfg["max_position_embeddings"], in_cfg["max_position_embeddings"]);
+  EXPECT_NO_THROW(load_pretrained(s.out));
 }

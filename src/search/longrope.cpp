@@ -8,6 +8,8 @@
 #include <set>
 
 #include "io/fs.h"
+#include "io/json_file.h"
+#include "model/hf.h"
 #include "model/pretrained.h"
 #include "nn/rope_scaling.h"
 #include "text/corpus.h"
@@ -136,6 +138,13 @@ struct Evaluator {
 
 }  // namespace
 
+namespace {
+void write_longctx_folder(const Pretrained& base, const LongRopeSearchOptions& o, const nlohmann::json& scaling,
+                          const LongRopeCandidate& best, int64_t L);
+void write_hf_longrope_folder(const std::string& in, const std::string& out, const nlohmann::json& scaling,
+                              const LongRopeCandidate& best, bool short_factors, int64_t L, int64_t W);
+}  // namespace
+
 LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
   LCX_CHECK(!o.out.empty(), "search longrope: --out is required");
   LCX_CHECK(o.population >= 2 && o.parents >= 1 && o.parents <= o.population, "search longrope: population ",
@@ -143,6 +152,10 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
   LCX_CHECK(o.samples >= 1, "search longrope: --samples must be >= 1");
   Evaluator ev;
   ev.base = load_pretrained(o.model);
+  // A Hugging Face folder stays one: its rope_scaling "longrope" has no n_hat (transformers
+  // interpolates every position), so the search keeps n_hat at 0 there.
+  const bool hf = is_hf_folder(o.model);
+  const std::vector<int64_t> n_hat_choices = hf ? std::vector<int64_t>{0} : o.n_hat_choices;
   ev.short_mode = o.short_factors;
   const auto& mc = ev.base.model_config;
   LCX_CHECK(mc.mixer_type() == "full_attention" || mc.mixer_type() == "sliding_window", "search longrope: ", o.model,
@@ -258,15 +271,15 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
     // the start of a short search, which can then only improve on them at W.
     if (existing.type == "longrope" && int64_t(existing.long_factor.size()) == h) {
       auto c = seed_from(o.short_factors ? "long" : "previous", existing.long_factor);
-      if (!o.short_factors) c.n_hat = existing.n_hat;
-      if (longrope_violation(c, cap, o.n_hat_choices).empty()) seeds.push_back(c);
+      if (!o.short_factors) c.n_hat = hf ? 0 : existing.n_hat;
+      if (longrope_violation(c, cap, n_hat_choices).empty()) seeds.push_back(c);
     }
     std::set<std::string> keys;
     for (auto& c : seeds)
       if (keys.insert(c.key()).second) pop.push_back(c);
     // Fill the first population with mutations of the seeds.
     for (uint64_t k = 0; int64_t(pop.size()) < o.population && k < uint64_t(100 * o.population); ++k) {
-      auto c = longrope_mutate(seeds[k % seeds.size()], cap, o.mutate_p, o.n_hat_choices, mix_seed(o.seed, 0xf11, k));
+      auto c = longrope_mutate(seeds[k % seeds.size()], cap, o.mutate_p, n_hat_choices, mix_seed(o.seed, 0xf11, k));
       if (keys.insert(c.key()).second) pop.push_back(c);
     }
     Progress pb("search init", int64_t(pop.size()));
@@ -287,7 +300,7 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
     std::vector<LongRopeCandidate> kids;
     std::mt19937_64 rng(mix_seed(o.seed, 0x17e4, it));
     for (int64_t k = 0, tries = 0; k < o.mutations && tries < 100 * o.mutations; ++tries) {
-      auto c = longrope_mutate(parents[rng() % parents.size()], cap, o.mutate_p, o.n_hat_choices, rng());
+      auto c = longrope_mutate(parents[rng() % parents.size()], cap, o.mutate_p, n_hat_choices, rng());
       if (keys.insert(c.key()).second) kids.push_back(c), ++k;
     }
     for (int64_t k = 0, tries = 0; k < o.crossovers && tries < 100 * o.crossovers && parents.size() > 1; ++tries) {
@@ -297,8 +310,8 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
       if (keys.insert(c.key()).second) kids.push_back(c), ++k;
     }
     for (auto& c : kids) {
-      LCX_CHECK(longrope_violation(c, cap, o.n_hat_choices).empty(), "search longrope: internal error, candidate ",
-                c.key(), ": ", longrope_violation(c, cap, o.n_hat_choices));
+      LCX_CHECK(longrope_violation(c, cap, n_hat_choices).empty(), "search longrope: internal error, candidate ",
+                c.key(), ": ", longrope_violation(c, cap, n_hat_choices));
       evaluate(c);
       pop.push_back(c);
     }
@@ -316,10 +329,29 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
   res.best = pop[0];
 
   // The output folder: the model with the factors in its config.
-  auto cfg = ev.base.config;
-  auto best_sc = ev.scaling_template;
-  best_sc[o.short_factors ? "short_factor" : "long_factor"] = res.best.lambda;
-  if (!o.short_factors) best_sc["n_hat"] = res.best.n_hat;
+  res.length = L;
+  res.hf = hf;
+  if (hf) {
+    write_hf_longrope_folder(o.model, o.out, ev.scaling_template, res.best, o.short_factors, L, W);
+  } else {
+    write_longctx_folder(ev.base, o, ev.scaling_template, res.best, L);
+  }
+  write_file_atomic(o.out + "/search_result.json",
+                    nlohmann::json({{"best", res.best.to_json()}, {"best_by_iteration", res.best_by_iteration},
+                                    {"length", L}, {"original_length", W}, {"scale", s}, {"cap", cap},
+                                    {"short_factors", o.short_factors}, {"data", o.data}, {"samples", o.samples}})
+                            .dump(2) + "\n");
+  return res;
+}
+
+namespace {
+
+void write_longctx_folder(const Pretrained& base, const LongRopeSearchOptions& o, const nlohmann::json& scaling,
+                          const LongRopeCandidate& best, int64_t L) {
+  auto cfg = base.config;
+  auto best_sc = scaling;
+  best_sc[o.short_factors ? "short_factor" : "long_factor"] = best.lambda;
+  if (!o.short_factors) best_sc["n_hat"] = best.n_hat;
   cfg["model"]["rope_scaling"] = best_sc;
   if (!o.short_factors) cfg["model"]["max_position_embeddings"] = L;
   ModelConfig::from_json(cfg["model"], o.out + "/config.json");  // validates
@@ -329,12 +361,57 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
       write_file_atomic(o.out + "/" + name, read_file(src.string()));
   }
   write_file_atomic(o.out + "/config.json", cfg.dump(2) + "\n");
-  write_file_atomic(o.out + "/search_result.json",
-                    nlohmann::json({{"best", res.best.to_json()}, {"best_by_iteration", res.best_by_iteration},
-                                    {"length", L}, {"original_length", W}, {"scale", s}, {"cap", cap},
-                                    {"short_factors", o.short_factors}, {"data", o.data}, {"samples", o.samples}})
-                            .dump(2) + "\n");
-  return res;
 }
+
+void write_hf_longrope_folder(const std::string& in, const std::string& out, const nlohmann::json& scaling,
+                              const LongRopeCandidate& best, bool short_factors, int64_t L, int64_t W) {
+  // Every file of the folder but its config (weights, shards and their index, tokenizer files,
+  // generation_config.json), each copied atomically; then config.json with the factors.
+  const auto same = [](const fs::path& a, const fs::path& b) {
+    std::error_code ec;
+    return fs::equivalent(a, b, ec);
+  };
+  for (auto& e : fs::directory_iterator(in)) {
+    const auto name = e.path().filename().string();
+    if (!e.is_regular_file() || name == "config.json" || name == "search_state.json" || name == "search_result.json")
+      continue;
+    const auto dst = fs::path(out) / name;
+    if (same(e.path(), dst)) continue;
+    const auto tmp = dst.string() + ".tmp";
+    fs::copy_file(e.path(), tmp, fs::copy_options::overwrite_existing);
+    fs::rename(tmp, dst);
+  }
+  auto hf = read_json_file(in + "/config.json");
+  const bool v5 = hf.contains("rope_parameters");  // transformers v5 spells rope_scaling so, with rope_theta inside
+  auto rs = v5 ? hf["rope_parameters"] : hf.value("rope_scaling", nlohmann::json());
+  if (!rs.is_object()) rs = nlohmann::json::object();
+  for (auto k : {"factor", "low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
+                 "attention_factor", "original_max_position_embeddings", "type"})
+    rs.erase(k);
+  rs["rope_type"] = "longrope";
+  rs["long_factor"] = short_factors ? scaling["long_factor"] : nlohmann::json(best.lambda);
+  rs["short_factor"] = short_factors ? nlohmann::json(best.lambda) : scaling["short_factor"];
+  // Phi-3's layout: the original length at the top level, and the factor max / original.
+  if (v5) {
+    rs["original_max_position_embeddings"] = W;
+    hf["rope_parameters"] = rs;
+  } else {
+    hf["original_max_position_embeddings"] = W;
+    hf["rope_scaling"] = rs;
+  }
+  if (!short_factors) hf["max_position_embeddings"] = L;
+  const auto check = hf_to_longctx_config(hf, out + "/config.json");  // reads back as searched
+  const auto got = RopeScaling::parse(check["model"]["rope_scaling"], check["model"].value("max_position_embeddings", int64_t(0)),
+                                      out + "/config.json");
+  auto searched = scaling;
+  searched[short_factors ? "short_factor" : "long_factor"] = best.lambda;
+  const auto want = RopeScaling::parse(searched, L, "search");
+  LCX_CHECK(got.type == "longrope" && got.original_max == W && std::abs(got.factor - want.factor) < 1e-9 &&
+                got.long_factor == want.long_factor && got.short_factor == want.short_factor,
+            "search longrope: the Hugging Face config written does not read back as the factors searched");
+  write_file_atomic(out + "/config.json", hf.dump(2) + "\n");
+}
+
+}  // namespace
 
 }  // namespace longctx

@@ -46,6 +46,8 @@ struct LongRopeSearchResult {
   LongRopeCandidate best;
   std::vector<double> best_by_iteration;  // fitness of the best candidate after each iteration
   int64_t evaluations = 0;
+  int64_t length = 0;  // tokens per sample the candidates were scored at (the target, or W for --short)
+  bool hf = false;     // the output is a Hugging Face folder (the input was one)
 };
 
 // The paper's constraints on one candidate (grid, bounds, monotone, n_hat in the set); returns
@@ -53,7 +55,9 @@ struct LongRopeSearchResult {
 std::string longrope_violation(const LongRopeCandidate& c, double cap, const std::vector<int64_t>& n_hat_choices);
 
 // Runs (or resumes, from out/search_state.json) the search and writes out/ as a model folder
-// whose config carries the factors as Hugging Face's rope_scaling "longrope".
+// whose config carries the factors as Hugging Face's rope_scaling "longrope". A Hugging Face
+// folder comes out as one: its files copied, config.json with rope_scaling "longrope" in Phi-3's
+// layout (original_max_position_embeddings at the top level), n_hat held at 0.
 LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o);
 
 // The search's mutation and crossover, exposed for tests: both keep every constraint.
