@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "io/fs.h"
+#include "io/json_file.h"
 #include "util/error.h"
 
 namespace longctx {
@@ -33,7 +34,7 @@ std::vector<Series> run_curves(const std::vector<std::string>& runs, const std::
     const std::string cfg_path = runs[i] + "/config.json", log_path = runs[i] + "/log.jsonl";
     LCX_CHECK(std::filesystem::exists(cfg_path), runs[i], ": not a run folder (no config.json)");
     LCX_CHECK(std::filesystem::exists(log_path), runs[i], ": no log.jsonl");
-    auto cfg = nlohmann::json::parse(read_file(cfg_path));
+    auto cfg = read_json_file(cfg_path);
     double per_step = 0;
     try {
       per_step = double(cfg.at("train").at("batch_size").get<int64_t>()) *
@@ -76,7 +77,7 @@ std::vector<Series> ppl_curves(const std::vector<std::string>& files, const std:
     LCX_CHECK(!parts.empty(), "compare --ppl: series ", i + 1, " names no file");
     Series s;
     for (auto& f : parts) {
-      auto j = nlohmann::json::parse(read_file(f));
+      auto j = read_json_file(f);
       LCX_CHECK(j.contains("results") && j["results"].is_array(), f, ": not an `eval ppl --json` file (no 'results')");
       if (s.label.empty()) s.label = label_of(labels, i, j.value("model", f));
       for (auto& r : j["results"]) {
@@ -120,11 +121,7 @@ namespace {
 nlohmann::json read_summary(const std::string& dir, const char* what) {
   const std::string path = dir + "/summary.json";
   LCX_CHECK(std::filesystem::exists(path), path, ": no such file (run `longctx ", what, "` with --out ", dir, " first)");
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not JSON (", e.what(), ")");
-  }
+  return read_json_file(path);
 }
 }  // namespace
 

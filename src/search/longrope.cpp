@@ -216,7 +216,7 @@ LongRopeSearchResult search_longrope(const LongRopeSearchOptions& o) {
   LongRopeSearchResult res;
   int64_t start = 0;
   if (fs::exists(state_path)) {
-    auto st = nlohmann::json::parse(read_file(state_path));
+    auto st = read_json_file(state_path);
     LCX_CHECK(st.at("identity") == identity, state_path, " belongs to another search (",
               st.at("identity").dump(), "); choose another --out");
     start = st.at("iteration").get<int64_t>();

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "io/fs.h"
+#include "io/json_file.h"
 #include "text/corpus.h"
 #include "util/error.h"
 #include "util/hash.h"
@@ -549,18 +550,9 @@ int64_t effective_length(const std::map<int64_t, double>& score_by_length, doubl
 
 // ---- resources ----
 
-namespace {
-nlohmann::json parse_json_file(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON (", e.what(), ")");
-  }
-}
-}  // namespace
 
 QaSet read_squad(const std::string& path) try {
-  auto j = parse_json_file(path);
+  auto j = read_json_file(path);
   LCX_CHECK(j.is_object() && j.contains("data") && j["data"].is_array(), path,
             ": not SQuAD JSON (expected an object with a 'data' array)");
   QaSet q;
@@ -591,7 +583,7 @@ QaSet read_squad(const std::string& path) try {
 }
 
 QaSet read_hotpotqa(const std::string& path) try {
-  auto j = parse_json_file(path);
+  auto j = read_json_file(path);
   LCX_CHECK(j.is_array(), path, ": not HotpotQA JSON (expected an array of questions)");
   QaSet q;
   std::set<std::string> seen;

@@ -2,6 +2,7 @@
 
 #include "io/fs.h"
 #include "io/json_fields.h"
+#include "io/json_file.h"
 #include "model/pretrained.h"
 
 namespace longctx {
@@ -108,12 +109,7 @@ void RunConfig::check_override_path(const std::string& path) {
 }
 
 RunConfig RunConfig::from_file(const std::string& path, const std::vector<std::string>& overrides) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not valid JSON (", e.what(), ")");
-  }
+  auto j = read_json_file(path);
   for (auto& o : overrides) {
     auto eq = o.find('=');
     if (eq != std::string::npos && eq > 0) check_override_path(o.substr(0, eq));

@@ -12,6 +12,7 @@
 
 #include "eval/passkey.h"
 #include "io/fs.h"
+#include "io/json_file.h"
 #include "model/pretrained.h"
 #include "train/data.h"
 #include "train/optim.h"
@@ -236,7 +237,7 @@ class Run {
   void check_same_model() const {
     const std::string path = opt_.out + "/config.json";
     if (!fs::exists(path)) return;  // an older run folder: the weights' shapes are still checked on load
-    auto saved = nlohmann::json::parse(read_file(path));
+    auto saved = read_json_file(path);
     if (!saved.contains("model")) return;
     auto was = ModelConfig::from_json(saved["model"], path).to_json(), now = cfg_.model.to_json();
     if (was == now) return;
@@ -370,7 +371,7 @@ class Run {
       std::string ck = opt_.out + "/checkpoint-" + std::to_string(resume_step_);
       load_weights(ck + "/model.safetensors", model_);
       optimizer_->load(ck + "/optimizer.safetensors");
-      auto st = nlohmann::json::parse(read_file(ck + "/trainer_state.json"));
+      auto st = read_json_file(ck + "/trainer_state.json");
       start_ = st["step"].get<int64_t>();
       LCX_CHECK(optimizer_->steps() == start_, ck, ": optimizer step ", optimizer_->steps(), " != trainer step ", start_);
       truncate_log(log_path_, start_);
