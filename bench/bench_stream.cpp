@@ -6,7 +6,8 @@
 //   build/bench_stream [--model DIR | --config configs/transformer-tiny.json] [--window 512]
 //                      [--segment 512] [--lengths 4096,65536,1048576] [--full-max 65536]
 //                      [--chunk 512] [--mixers infini_attention,sliding_window,full_attention]
-// infini_attention:deltanet,infini_attention:linear runs the update rules side by side.
+// infini_attention:deltanet,infini_attention:linear runs the update rules side by side;
+// infini_attention:deltanet+conv16+decay adds the short convolution and Gated DeltaNet's decay.
 // With a TransformerFAM config, --mixers fam,bswa measures FAM against BSWA with the same blocks.
 // A mixer named like the config's own (e.g. --config configs/megalodon-tiny.json --mixers
 // megalodon) keeps every field of the config's mixer; with an Activation Beacon config,
@@ -109,13 +110,23 @@ int main(int argc, char** argv) {
       c.mixer = base.mixer_type() == "infini_attention" ? base.mixer : nlohmann::json::object();  // gates too
       c.mixer["type"] = "infini_attention";
       c.mixer["segment"] = segment;
-      if (ruled) c.mixer["update"] = mixer.substr(17);
+      // deltanet+decay adds Gated DeltaNet's decay, +convK DeltaNet's short convolution of K taps.
+      std::string rule = ruled ? mixer.substr(17) : "";
+      for (size_t plus; ruled && (plus = rule.rfind('+')) != std::string::npos; rule.resize(plus)) {
+        const auto opt = rule.substr(plus + 1);
+        if (opt == "decay") c.mixer["decay"] = true;
+        else if (opt.rfind("conv", 0) == 0) c.mixer["qk_conv"] = std::atoll(opt.c_str() + 4);
+        else LCX_CHECK(false, "bench_stream: unknown option '+", opt, "' in ", mixer);
+      }
+      if (ruled) c.mixer["update"] = rule;
       if (ruled && c.mixer["update"] != "deltanet")
-        for (auto f : {"chunk", "read", "local"}) c.mixer.erase(f);  // DeltaNet's options only
+        for (auto f : {"chunk", "read", "local", "decay", "qk_conv"}) c.mixer.erase(f);  // DeltaNet's options only
       label = "infini_attention (segment " + std::to_string(segment) + ", " +
               c.mixer.value("update", std::string("delta")) +
               (c.mixer.value("local", std::string("segment")) == "window" ? ", window, token read" :
-               c.mixer.value("read", std::string("segment")) == "token" ? ", token read" : "") + ")";
+               c.mixer.value("read", std::string("segment")) == "token" ? ", token read" : "") +
+              (c.mixer.value("qk_conv", 0) > 0 ? ", qk_conv " + c.mixer["qk_conv"].dump() : "") +
+              (c.mixer.value("decay", false) ? ", decay" : "") + ")";
     } else if (mixer.rfind("activation_beacon@", 0) == 0 && base.mixer_type() == "activation_beacon") {
       // The config's beacons at one ratio: activation_beacon@8.
       c.mixer = base.mixer;
