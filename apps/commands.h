@@ -23,6 +23,7 @@ namespace longctx::cli {
 // Set by main() before a command runs.
 struct Globals {
   int threads = 0;  // intra-op threads in use
+  std::vector<std::string> argv;  // the command line as given (train --nproc runs it again per rank)
 };
 
 struct Command {

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   app.add_option("--threads", threads, "intra-op threads (default: every core); also accepted after the subcommand");
   cli::Globals g;
+  g.argv.assign(argv, argv + argc);
   cli::Commands cmds;
   cli::add_train(app, cmds, g);
   cli::add_eval(app, cmds, g);

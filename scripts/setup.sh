@@ -2,7 +2,7 @@
 # Installs the Debian packages longctx needs. Idempotent: does nothing when all are present.
 set -euo pipefail
 PKGS=(build-essential cmake g++ make libtorch-dev libopenblas0-pthread libsentencepiece-dev
-      nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libsqlite3-dev libpcre2-dev libicu-dev libgtest-dev
+      nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libsqlite3-dev libpcre2-dev libicu-dev libgtest-dev libgloo-dev
       pkg-config wamerican bible-kjv ca-certificates chromium python3)
 missing=()
 for p in "${PKGS[@]}"; do

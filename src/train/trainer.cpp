@@ -13,6 +13,7 @@
 #include "eval/passkey.h"
 #include "io/fs.h"
 #include "io/json_file.h"
+#include "train/distributed.h"
 #include "model/pretrained.h"
 #include "train/data.h"
 #include "train/optim.h"
@@ -202,10 +203,20 @@ torch::Tensor per_token_loss(const torch::Tensor& logits, const torch::Tensor& y
 // the steps, each with its log line, evaluation and checkpoint.
 class Run {
  public:
-  Run(const RunConfig& cfg, const TrainOptions& opt) : cfg_(cfg), t_(cfg.train), opt_(opt) {}
+  Run(const RunConfig& cfg, const TrainOptions& opt) : cfg_(cfg), t_(cfg.train), opt_(opt) {
+    const auto env = DistEnv::from_environment();
+    if (env.world > 1) {
+      dist_ = std::make_unique<Dist>(env, opt.backend, std::chrono::milliseconds(int64_t(opt.timeout_s * 1000)));
+      lead_ = env.rank == 0;
+      quiet_ = opt.quiet || !lead_;
+    } else {
+      quiet_ = opt.quiet;
+    }
+  }
 
   TrainResult go() {
     open_folder();
+    check_distributed();
     make_tokenizer();
     make_data();
     load_reference();
@@ -216,6 +227,40 @@ class Run {
 
  private:
   // ---- phases ----
+  int world() const { return dist_ ? dist_->world() : 1; }
+  int rank() const { return dist_ ? dist_->rank() : 0; }
+  // Waits for every rank after what rank 0 alone does (evaluations, checkpoints, the reference
+  // losses): the others wait up to the evaluation timeout, not the collectives' one.
+  void sync_after_lead(const std::string& what) {
+    if (dist_) dist_->barrier(what, std::chrono::milliseconds(int64_t(opt_.eval_timeout_s * 1000)));
+  }
+
+  // Data parallel: each rank trains on its rows of every global batch (batch_size / world), so
+  // the global batch and its order are the one-process run's.
+  void check_distributed() {
+    if (!dist_) return;
+    LCX_CHECK(t_.batch_size % world() == 0, "train.batch_size ", t_.batch_size, " is not divisible by the ", world(),
+              " ranks (each rank trains on batch_size / world rows of every batch)");
+    LCX_CHECK(t_.carry_fraction <= 0, "train.carry_fraction with ", world(),
+              " ranks: carried states are per row and are not split across ranks yet; train it on one process");
+    LCX_CHECK(!(cfg_.model.mixer_type() == "fam" && cfg_.model.mixer.value("state_passing", 0.0) > 0),
+              "model.mixer.state_passing with ", world(), " ranks: FAM's passed memory is per row; train it on one process");
+    if (!quiet_ || lead_)
+      std::fprintf(stderr, "data parallel: %d ranks (%s), %lld rows of each batch per rank\n", world(),
+                   dist_->env().master_addr.c_str(), (long long)(t_.batch_size / world()));
+  }
+
+  // Rank r's rows of a global batch.
+  Batch shard(const Batch& b) const {
+    if (!dist_) return b;
+    const int64_t n = b.x.size(0) / world(), r0 = n * rank();
+    Batch s;
+    s.x = b.x.narrow(0, r0, n), s.y = b.y.narrow(0, r0, n);
+    if (b.w.defined()) s.w = b.w.narrow(0, r0, n);
+    if (b.valid.defined()) s.valid = b.valid.narrow(0, r0, n);
+    return s;
+  }
+
   void open_folder() {
     LCX_CHECK(!opt_.out.empty(), "train: --out is required");
     fs::create_directories(opt_.out);
@@ -265,7 +310,8 @@ class Run {
       std::vector<std::string> texts;
       for (auto& d : docs)
         if (std::binary_search(split.train.begin(), split.train.end(), d.name)) texts.push_back(d.text);
-      SentencePieceTokenizer::train(texts, opt_.out + "/tokenizer", static_cast<int>(cfg_.tokenizer.vocab_size));
+      if (lead_) SentencePieceTokenizer::train(texts, opt_.out + "/tokenizer", static_cast<int>(cfg_.tokenizer.vocab_size));
+      sync_after_lead("waiting for rank 0's tokenizer");
       tok_ = std::make_unique<SentencePieceTokenizer>(opt_.out + "/tokenizer.model");
     }
     LCX_CHECK(tok_->vocab_size() <= cfg_.model.vocab_size, "model.vocab_size ", cfg_.model.vocab_size,
@@ -282,7 +328,7 @@ class Run {
               "train.selective cannot be combined with data.ruler (weighted task answers)");
     windowed_ = t_.tbptt > 0 || t_.carry_fraction > 0;
     LCX_CHECK(!windowed_ || !sel.enabled(), "train.tbptt and train.carry_fraction cannot be combined with train.selective");
-    if (cfg_.data.ruler.fraction > 0 && !opt_.quiet) {
+    if (cfg_.data.ruler.fraction > 0 && !quiet_) {
       std::string names;
       for (auto& n : sampler_->ruler_tasks()) names += (names.empty() ? "" : ", ") + n;
       std::fprintf(stderr, "RULER mixture (%.0f%% of rows, %lld-%lld tokens): %s\n", 100 * cfg_.data.ruler.fraction,
@@ -321,8 +367,15 @@ class Run {
                       fnv_hex(nlohmann::json(cfg_.to_json()["data"]).dump()) + ":seed=" + std::to_string(t_.seed);
     ref_cache_ = std::make_unique<ReferenceLossCache>(sel.cache, key, t_.steps, t_.grad_accum, t_.batch_size,
                                                       cfg_.data.seq_len);
+    if (!lead_) {  // rank 0 computes the cache (or finds it); the others read it
+      sync_after_lead("waiting for rank 0's reference losses");
+      LCX_CHECK(ref_cache_->load(), "train.selective.cache: ", sel.cache, " is not readable by rank ", rank(),
+                " (the ranks need one filesystem for it)");
+      return;
+    }
     if (ref_cache_->load()) {
-      if (!opt_.quiet) std::fprintf(stderr, "reference losses read from %s\n", sel.cache.c_str());
+      if (!quiet_) std::fprintf(stderr, "reference losses read from %s\n", sel.cache.c_str());
+      sync_after_lead("sharing the reference losses");
       return;
     }
     double t0 = now_seconds();
@@ -332,10 +385,11 @@ class Run {
         auto b = sampler_->get(s, m);
         ref_cache_->set(s, m, token_losses(ref_.model, b.x, b.y));
       }
-      if (!opt_.quiet) pb.update(s + 1);
+      if (!quiet_) pb.update(s + 1);
     }
     ref_cache_->save();
-    if (!opt_.quiet) {
+    sync_after_lead("sharing the reference losses");
+    if (!quiet_) {
       pb.finish();
       std::fprintf(stderr, "reference losses of %lld steps cached in %s (%.1f s)\n", (long long)t_.steps,
                    sel.cache.c_str(), now_seconds() - t0);
@@ -356,6 +410,7 @@ class Run {
     // saved with every checkpoint, so a resumed run draws and passes what the uninterrupted one did.
     run_memory_ = model_->new_state();
     carried_.resize(t_.carry_fraction > 0 ? t_.grad_accum : 0);
+    if (dist_) reducer_ = std::make_unique<GradReducer>(*dist_, params_);
   }
 
   static std::string carry_path(const std::string& dir, int64_t micro) {
@@ -374,7 +429,7 @@ class Run {
       auto st = read_json_file(ck + "/trainer_state.json");
       start_ = st["step"].get<int64_t>();
       LCX_CHECK(optimizer_->steps() == start_, ck, ": optimizer step ", optimizer_->steps(), " != trainer step ", start_);
-      truncate_log(log_path_, start_);
+      if (lead_) truncate_log(log_path_, start_);
       if (!probe_.empty() && fs::exists(probe_path_)) {
         auto f = load_safetensors(probe_path_);
         for (auto& [name, tensor] : f.tensors) {
@@ -397,23 +452,24 @@ class Run {
         run_memory_ = load_state(run_memory_path(ck), cfg_.model);
         state_to(run_memory_, device_);
       }
-      if (!opt_.quiet) std::fprintf(stderr, "resuming %s from step %lld\n", opt_.out.c_str(), (long long)start_);
+      if (!quiet_) std::fprintf(stderr, "resuming %s from step %lld\n", opt_.out.c_str(), (long long)start_);
     } else {
       if (!t_.init_from.empty()) {
+        // The same weights on every rank (each reads the file; the ranks share a filesystem).
         std::string w = t_.init_from + "/model.safetensors";
         LCX_CHECK(std::filesystem::exists(w), "train.init_from: ", w, " does not exist");
         load_weights(w, model_, t_.init_ignore, t_.init_copy);
-        if (!opt_.quiet) std::fprintf(stderr, "initialised from %s\n", w.c_str());
+        if (!quiet_) std::fprintf(stderr, "initialised from %s\n", w.c_str());
       }
-      write_file_atomic(log_path_, "");
+      if (lead_) write_file_atomic(log_path_, "");
     }
-    write_model_files(opt_.out, cfg_, model_, *tok_, data_.split_json(), start_);
-    if (!opt_.quiet)
+    if (lead_) write_model_files(opt_.out, cfg_, model_, *tok_, data_.split_json(), start_);
+    if (!quiet_)
       std::fprintf(stderr,
                    "model: %s, %.2fM parameters; data: %zu train tokens, %zu validation tokens (%zu documents held out)\n",
                    cfg_.model.mixer_type().c_str(), model_->num_parameters() / 1e6, data_.train.tokens.size(),
                    data_.val.tokens.size(), data_.split.val.size());
-    log_.open(log_path_, std::ios::app);
+    if (lead_) log_.open(log_path_, std::ios::app);
   }
 
   TrainResult steps() {
@@ -427,30 +483,76 @@ class Run {
       train_step(step, lr);
       const int64_t done = step + 1;
       if (done % t_.log_every == 0 || done == end) log_progress(step, done, lr);
-      if ((t_.eval_every > 0 && done % t_.eval_every == 0) || done == t_.steps) evaluate_and_log(done);
-      if ((t_.checkpoint_every > 0 && done % t_.checkpoint_every == 0) || done == end) checkpoint(done);
+      const bool eval = (t_.eval_every > 0 && done % t_.eval_every == 0) || done == t_.steps;
+      const bool ck = (t_.checkpoint_every > 0 && done % t_.checkpoint_every == 0) || done == end;
+      if (eval && lead_) evaluate_and_log(done);
+      if (ck && lead_) checkpoint(done);
+      if (eval || ck) sync_after_lead("waiting for rank 0's evaluation and checkpoint at step " + std::to_string(done));
     }
     res_.steps_done = end;
     res_.tokens = end * tokens_per_step();
-    if (!opt_.quiet && end == t_.steps) bar_->finish();
+    if (!quiet_ && end == t_.steps) bar_->finish();
     return res_;
   }
 
   // ---- one step ----
   int64_t tokens_per_step() const { return t_.batch_size * t_.grad_accum * cfg_.data.seq_len; }
 
+  // What a micro-batch adds to the log, summed over ranks at the end of the step: the answers'
+  // loss (sum, count), and RHO-1's kept and unkept tokens' losses (sums, counts) and the tokens
+  // scored.
+  struct MicroStats {
+    double ans_sum = 0, ans_n = 0, kept_sum = 0, kept_n = 0, unkept_sum = 0, unkept_n = 0, scored = 0;
+    static constexpr int kFields = 7;
+  };
+
   void train_step(int64_t step, double lr) {
+    if (dist_) dist_->mark(step);
     double step_loss = 0;
+    std::vector<MicroStats> stats(size_t(t_.grad_accum));
     // Rows of this step start from the previous step's final states (detached), or fresh.
     std::mt19937_64 carry_rng(mix_seed(t_.seed ^ 0x6361727279ull, uint64_t(step)));
     const bool carry = have_carry_ && std::uniform_real_distribution<double>(0, 1)(carry_rng) < t_.carry_fraction;
     for (int64_t micro = 0; micro < t_.grad_accum; ++micro) {
-      auto batch = sampler_->get(step, micro);
+      auto global = sampler_->get(step, micro);
+      auto batch = shard(global);
       auto st = carry ? std::move(carried_[micro]) : model_->new_state();
       st.run_memory = &run_memory_.layers;
       st.hand_on = t_.carry_fraction > 0;  // otherwise each row starts and ends here
-      step_loss += (windowed_ ? micro_windowed(batch, st) : micro_one_pass(batch, st, step, micro)) / t_.grad_accum;
+      const bool last = micro + 1 == t_.grad_accum;
+      auto& ms = stats[size_t(micro)];
+      step_loss += (windowed_ ? micro_windowed(batch, global, st, last, ms)
+                              : micro_one_pass(batch, global, st, step, micro, last, ms)) /
+                   t_.grad_accum;
       if (t_.carry_fraction > 0) carried_[micro] = std::move(st);
+    }
+    if (reducer_) {
+      reducer_->finish(step);
+      // The loss and the log's sums over ranks, in one all-reduce.
+      auto v = torch::zeros({1 + MicroStats::kFields * t_.grad_accum}, torch::kFloat64);
+      auto a = v.accessor<double, 1>();
+      a[0] = step_loss;
+      for (size_t m = 0; m < stats.size(); ++m) {
+        const double f[] = {stats[m].ans_sum,    stats[m].ans_n,    stats[m].kept_sum, stats[m].kept_n,
+                            stats[m].unkept_sum, stats[m].unkept_n, stats[m].scored};
+        for (int k = 0; k < MicroStats::kFields; ++k) a[1 + MicroStats::kFields * int64_t(m) + k] = f[k];
+      }
+      dist_->allreduce_sum(v, "the loss's all-reduce at step " + std::to_string(step));
+      step_loss = a[0];
+      for (size_t m = 0; m < stats.size(); ++m) {
+        double* f[] = {&stats[m].ans_sum,    &stats[m].ans_n,    &stats[m].kept_sum, &stats[m].kept_n,
+                       &stats[m].unkept_sum, &stats[m].unkept_n, &stats[m].scored};
+        for (int k = 0; k < MicroStats::kFields; ++k) *f[k] = a[1 + MicroStats::kFields * int64_t(m) + k];
+      }
+    }
+    for (auto& ms : stats) {
+      if (ms.ans_n > 0) answer_acc_ += ms.ans_sum / ms.ans_n, ++answer_n_;
+      if (ms.scored > 0) {
+        kept_acc_ += ms.kept_n > 0 ? ms.kept_sum / ms.kept_n : 0.0;
+        unkept_acc_ += ms.unkept_n > 0 ? ms.unkept_sum / ms.unkept_n : 0.0;
+        frac_acc_ += ms.kept_n / ms.scored;
+        ++sel_n_;
+      }
     }
     LCX_CHECK(std::isfinite(step_loss), "train: loss is ", step_loss, " at step ", step,
               " (try a lower train.lr or a smaller train.clip)");
@@ -463,73 +565,96 @@ class Run {
     res_.final_loss = step_loss;
   }
 
+  // The step's last backward: with several ranks, its gradients go out in buckets as it runs.
+  void backward(const torch::Tensor& loss, bool last) {
+    if (reducer_ && last) reducer_->arm();
+    loss.backward();
+  }
+
   // The weighted loss of one micro-batch's targets (passkey answers weigh more, unpredictable
-  // keys nothing): sum(per * w) / denom; the answers' own mean loss is accumulated for the log.
-  torch::Tensor weighted(const torch::Tensor& per, const torch::Tensor& w, double denom, double* ans_sum, double* n_ans) {
+  // keys nothing): sum(per * w) / denom, denom the global batch's weight; the answers' loss
+  // (sum and count) goes to the log.
+  torch::Tensor weighted(const torch::Tensor& per, const torch::Tensor& w, double denom, MicroStats& ms) {
     auto ans = (w > 1).to(per.scalar_type());
-    *ans_sum += (per.detach() * ans).sum().item<double>(), *n_ans += ans.sum().item<double>();
+    ms.ans_sum += (per.detach() * ans).sum().item<double>(), ms.ans_n += ans.sum().item<double>();
     return (per * w).sum() / denom;
   }
 
   // Truncated back-propagation through time (windows of tbptt tokens), or a carried state: the
-  // same loss as one pass, the gradient stopping at window edges.
-  double micro_windowed(const Batch& batch, ModelState& st) {
+  // same loss as one pass, the gradient stopping at window edges. `global`: the whole batch
+  // (the loss's denominator); `batch`: this rank's rows of it.
+  double micro_windowed(const Batch& batch, const Batch& global, ModelState& st, bool last_micro, MicroStats& ms) {
     const int64_t T = batch.x.size(1), W = t_.tbptt > 0 ? t_.tbptt : T;
     auto x = batch.x.to(device_), y = batch.y.to(device_);
     auto w = batch.w.defined() ? batch.w.to(device_) : torch::Tensor();
-    const double denom = w.defined() ? std::max(1e-6, w.sum().item<double>()) : double(y.numel());
-    double ans_sum = 0, n_ans = 0, total = 0;
+    const double denom = w.defined() ? std::max(1e-6, global.w.sum().item<double>()) : double(global.y.numel());
+    double total = 0;
     for (int64_t w0 = 0; w0 < T; w0 += W) {
       const int64_t len = std::min(W, T - w0);
       st.hand_on = t_.carry_fraction > 0 || w0 + len < T;
       auto per = per_token_loss(model_->forward(x.narrow(1, w0, len), st, /*training=*/true), y.narrow(1, w0, len));
-      auto loss = w.defined() ? weighted(per, w.narrow(1, w0, len).reshape({-1}), denom, &ans_sum, &n_ans)
-                              : per.sum() / denom;
-      (loss / double(t_.grad_accum)).backward();
+      auto loss = w.defined() ? weighted(per, w.narrow(1, w0, len).reshape({-1}), denom, ms) : per.sum() / denom;
+      backward(loss / double(t_.grad_accum), last_micro && w0 + len >= T);
       total += loss.item<double>();
       st.detach_();
     }
-    if (n_ans > 0) answer_acc_ += ans_sum / n_ans, ++answer_n_;
     return total;
   }
 
-  // The whole row in one call: plain, weighted, or RHO-1's selected tokens.
-  double micro_one_pass(const Batch& batch, ModelState& st, int64_t step, int64_t micro) {
+  // The whole row in one call: plain, weighted, or RHO-1's selected tokens. With several ranks
+  // each computes its rows' share of the global batch's loss (the share of a plain mean is
+  // rows / global rows; RHO-1 selects from the whole batch's scores, gathered).
+  double micro_one_pass(const Batch& batch, const Batch& global, ModelState& st, int64_t step, int64_t micro,
+                        bool last_micro, MicroStats& ms) {
     auto logits = model_->forward(batch.x.to(device_), st, /*training=*/true);
     const auto& sel = t_.selective;
     torch::Tensor loss;
     if (sel.enabled()) {  // RHO-1: the loss over the kept tokens only
       auto per = per_token_loss(logits, batch.y.to(device_));
       auto valid = batch.valid.to(device_).reshape({-1});
-      torch::Tensor mask;
+      auto gvalid = global.valid.to(device_).reshape({-1});
+      torch::Tensor mask;  // over the global batch
       if (sel.select == "random") {
-        mask = select_random(valid.cpu(), sel.keep, mix_seed(t_.seed ^ 0x72616e64ull, step, micro)).to(device_);
+        mask = select_random(gvalid.cpu(), sel.keep, mix_seed(t_.seed ^ 0x72616e64ull, step, micro)).to(device_);
       } else {
         double r0 = now_seconds();
-        auto rl = ref_cache_ ? ref_cache_->get(step, micro) : token_losses(ref_.model, batch.x, batch.y);
+        torch::Tensor rl;
+        if (ref_cache_) {  // the global batch's rows: this rank's
+          rl = ref_cache_->get(step, micro);
+          if (dist_) rl = rl.narrow(0, batch.x.size(0) * rank(), batch.x.size(0));
+        } else {
+          rl = token_losses(ref_.model, batch.x, batch.y);
+        }
         ref_s_ += now_seconds() - r0;
-        mask = select_top(per.detach() - rl.to(device_).reshape({-1}), valid, sel.keep);
+        auto score = per.detach() - rl.to(device_).reshape({-1});
+        if (dist_) score = dist_->allgather_cat(score, "RHO-1's scores at step " + std::to_string(step));
+        mask = select_top(score, gvalid, sel.keep);
       }
-      auto r = masked_mean(per, mask, valid);
-      loss = r.loss;
-      kept_acc_ += r.kept_loss, unkept_acc_ += r.unkept_loss, frac_acc_ += double(r.kept) / double(per.numel());
-      ++sel_n_;
+      const double kept_all = mask.sum().item<double>();
+      LCX_CHECK(kept_all > 0, "selective: no token kept in this batch");
+      if (dist_) mask = mask.narrow(0, per.numel() * rank(), per.numel());
+      auto m = mask.to(per.scalar_type());
+      loss = (per * m).sum() / kept_all;
+      auto d = per.detach();
+      auto unk = valid.to(per.scalar_type()) * (1 - m);
+      ms.kept_sum += (d * m).sum().item<double>(), ms.kept_n += m.sum().item<double>();
+      ms.unkept_sum += (d * unk).sum().item<double>(), ms.unkept_n += unk.sum().item<double>();
+      ms.scored += double(per.numel());
     } else if (batch.w.defined()) {
       auto w = batch.w.to(device_).reshape({-1});
-      double ans_sum = 0, n_ans = 0;
-      loss = weighted(per_token_loss(logits, batch.y.to(device_)), w, w.sum().clamp_min(1e-6).item<double>(), &ans_sum,
-                      &n_ans);
-      if (n_ans > 0) answer_acc_ += ans_sum / n_ans, ++answer_n_;
+      loss = weighted(per_token_loss(logits, batch.y.to(device_)), w, global.w.sum().clamp_min(1e-6).item<double>(), ms);
     } else {
       loss = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                                   batch.y.to(device_).reshape({-1}));
+      if (dist_) loss = loss * (double(batch.x.size(0)) / double(global.x.size(0)));  // this rank's share of the mean
     }
-    (loss / double(t_.grad_accum)).backward();
+    backward(loss / double(t_.grad_accum), last_micro);
     return loss.item<double>();
   }
 
   // ---- the log, evaluations, checkpoints ----
   void log_line(const nlohmann::json& j) {
+    if (!lead_) return;
     log_ << j.dump() << "\n";
     log_.flush();
   }
@@ -546,6 +671,10 @@ class Run {
       if (auto* m = model_->blocks[i]->mixer())
         for (auto& [name, vals] : m->diagnostics(run_memory_.layers[i])) mix["layers." + std::to_string(i) + "." + name] = vals;
     if (!mix.empty()) line["mixers"] = mix;
+    if (reducer_) {  // the gradients' all-reduce time the backward pass did not hide, per step
+      line["allreduce_wait_s"] = (reducer_->seconds_waiting() - wait_logged_) / loss_n_;
+      wait_logged_ = reducer_->seconds_waiting();
+    }
     if (cfg_.data.passkey.fraction > 0) line["passkey_max_length"] = sampler_->max_prompt_length(step);
     if (answer_n_ > 0) line["answer_loss"] = answer_acc_ / answer_n_;
     if (sel_n_ > 0) {  // kept and unkept tokens' losses apart: the unkept ones are expected to rise
@@ -559,7 +688,7 @@ class Run {
     log_line(line);
     char buf[96];
     std::snprintf(buf, sizeof buf, "loss %.4f lr %.2e %.0f tok/s", loss_acc_ / loss_n_, lr, tps);
-    if (!opt_.quiet) bar_->update(done, buf);
+    if (!quiet_) bar_->update(done, buf);
     loss_acc_ = 0, loss_n_ = 0, t_log_ = now;
   }
 
@@ -575,7 +704,7 @@ class Run {
     if (pkc.fraction > 0 && pkc.eval_samples > 0) evaluate_passkey(done, vline);
     if (!probe_.empty()) score_probe(done, vline);
     log_line(vline);
-    if (!opt_.quiet)
+    if (!quiet_)
       std::fprintf(stderr, "%sstep %lld: validation loss %.4f, %.4f bits per byte\n", isatty(2) ? "\n" : "",
                    (long long)done, vl, res_.val_bpb);
   }
@@ -600,12 +729,12 @@ class Run {
              std::to_string(int(std::lround(100 * c.accuracy))) + "%";
     }
     vline["passkey"] = acc;
-    if (!opt_.quiet) std::fprintf(stderr, "step %lld: passkey%s\n", (long long)done, msg.c_str());
+    if (!quiet_) std::fprintf(stderr, "step %lld: passkey%s\n", (long long)done, msg.c_str());
     const int64_t probe_len = *std::max_element(po.lengths.begin(), po.lengths.end());
     const int64_t probe_key = po.key_min + int64_t(54321 % uint64_t(po.key_max - po.key_min + 1));
     auto pr = passkey_probe(model_, *tok_, probe_len, 0.5, probe_key);
     vline["probe"] = pr.to_json();
-    if (!opt_.quiet && !pr.beta_key.empty())
+    if (!quiet_ && !pr.beta_key.empty())
       std::fprintf(stderr, "step %lld: write strength on the key %.3f vs filler %.3f (mean over layers)\n", (long long)done,
                    std::accumulate(pr.beta_key.begin(), pr.beta_key.end(), 0.0) / double(pr.beta_key.size()),
                    std::accumulate(pr.beta_filler.begin(), pr.beta_filler.end(), 0.0) / double(pr.beta_filler.size()));
@@ -678,6 +807,10 @@ class Run {
   std::vector<torch::Tensor> params_;
   ModelState run_memory_;
   std::vector<ModelState> carried_;  // per micro-batch: the state the previous step's rows ended in
+  std::unique_ptr<Dist> dist_;         // several ranks: the process group
+  std::unique_ptr<GradReducer> reducer_;
+  bool lead_ = true, quiet_ = false;   // rank 0 writes the log and checkpoints and evaluates
+  double wait_logged_ = 0;
   bool have_carry_ = false;
   std::vector<double> probe_steps_;
   std::vector<torch::Tensor> probe_losses_;

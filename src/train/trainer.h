@@ -13,6 +13,11 @@ struct TrainOptions {
   int64_t stop_after = 0;   // stop (with a checkpoint) after this many steps in this invocation
   int64_t stop_at = 0;      // stop (with a checkpoint) once this step is reached (schedule unchanged)
   bool quiet = false;
+  // Several ranks (torchrun's environment, or `longctx train --nproc N`): the c10d backend
+  // ("" = gloo on CPU), how long a collective waits for the other ranks, and how long they wait
+  // for rank 0's evaluations and checkpoints.
+  std::string backend;
+  double timeout_s = 300, eval_timeout_s = 7200;
 };
 
 struct TrainResult {
