@@ -132,7 +132,9 @@ TEST(Config, EveryListedFieldIsAcceptedByTheReader) {
       if (!b->contains(k)) { present = false; break; }
       b = &(*b)[k];
     }
-    if (present && b->contains(p)) EXPECT_EQ((*b)[p], value) << d.path;
+    if (present && b->contains(p)) {
+      EXPECT_EQ((*b)[p], value) << d.path;
+    }
     ++checked;
   }
   EXPECT_GT(checked, 50);

@@ -48,8 +48,9 @@ TEST(Selective, KeepsExactlyCeilKOfTheValidTokensWithTheHighestScores) {
       auto kept = mask > 0;
       EXPECT_FALSE((kept & ~valid).any().item<bool>()) << "an invalid token was kept";
       auto unkept_valid = valid & ~kept;
-      if (unkept_valid.any().item<bool>())
+      if (unkept_valid.any().item<bool>()) {
         EXPECT_GE(score.masked_select(kept).min().item<double>(), score.masked_select(unkept_valid).max().item<double>());
+      }
     }
   }
   // ceil, not round: 0.6 of 10 is 6, 0.6 of 11 is 7.
@@ -245,5 +246,7 @@ TEST(Selective, AResumedSelectiveRunReproducesTheUninterruptedOneWithItsCategori
   auto la = log_rows(a), lb = log_rows(b);
   ASSERT_EQ(la.size(), lb.size());
   for (size_t i = 0; i < la.size(); ++i)
-    if (la[i].contains("categories")) EXPECT_EQ(la[i]["categories"], lb[i]["categories"]) << "row " << i;
+    if (la[i].contains("categories")) {
+      EXPECT_EQ(la[i]["categories"], lb[i]["categories"]) << "row " << i;
+    }
 }
