@@ -2,7 +2,10 @@
 // message naming the file, field or limit; they are printed here once, with exit code 1.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <thread>
 
 #include "commands.h"
 #include "util/system.h"
@@ -32,6 +35,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    // A rank started by torchrun shares the machine with LOCAL_WORLD_SIZE others: its share of the cores.
+    if (threads <= 0)
+      if (const char* lw = std::getenv("LOCAL_WORLD_SIZE"); lw && std::atoi(lw) > 1)
+        threads = std::max(1, int(std::thread::hardware_concurrency()) / std::atoi(lw));
     g.threads = set_threads(threads);
     tune_allocator();
     auto warn = blas_warning();
