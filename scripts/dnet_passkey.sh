@@ -40,7 +40,8 @@
 # config's 0.25. At 0.9 a chain of carried rows averages 10 steps, so the readout trains on
 # states that 100K+ tokens of filler produced), DECAY (1: the W, C and R stages learn Gated
 # DeltaNet's decay, "decay": true; a start model without one gains it forgetting decay_init, 1e-5,
-# per token in every head; the per-head rates at 30x the learning rate, without weight decay).
+# per token in every head; the per-head rates at 30x the learning rate, without weight decay),
+# SEED (the C stages' train.seed: another draw of prompts when a stage is run again).
 set -euo pipefail
 LONGCTX=${LONGCTX:-build/longctx}
 OUT=${OUT:-runs/dnet-passkey}
@@ -148,6 +149,7 @@ for s in $STAGES; do
       conv_args "${prev:-${C_FROM:-$OUT/W}}"
       CARRY_SET=()
       [ -n "${CARRY:-}" ] && CARRY_SET=(--set "train.carry_fraction=$CARRY")
+      [ -n "${SEED:-}" ] && CARRY_SET+=(--set "train.seed=$SEED")
       run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-${C_FROM:-$OUT/W}}" "${WINDOW[@]}" ${CONV[@]+"${CONV[@]}"} ${CARRY_SET[@]+"${CARRY_SET[@]}"} \
         --set "data.seq_len=$((L + 256))" --set "data.passkey.max_length=$L" \
         --set "data.passkey.eval_lengths=[$L,$((2 * L))]" --set "train.steps=$steps" --set "train.tbptt=4096" \
