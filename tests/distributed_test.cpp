@@ -122,6 +122,18 @@ TEST(DataParallel, ACheckpointOfTwoRanksResumesOnOneAndTheReverse) {
     expect_same_lines(ref, dir, "loss", 20);
     expect_same_lines(ref, dir, "val_loss", 2);
   }
+  // Started as torchrun starts ranks: one process each, the environment naming rank and world.
+  const auto tr = longctx::testing::temp_dir("dp-torchrun");
+  std::string env = "WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                    std::to_string(29400 + getpid() % 500);
+  std::string cmd;
+  for (int r = 0; r < 2; ++r)
+    cmd += "RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) + " " + env + " " + exe() + " train " +
+           kTransformer + " --out " + tr + " > /dev/null 2> " + tr + "-err" + std::to_string(r) + ".txt & p" +
+           std::to_string(r) + "=$!; ";
+  cmd += "wait $p0 && wait $p1";
+  ASSERT_EQ(std::system(("sh -c '" + cmd + "'").c_str()), 0) << slurp(tr + "-err0.txt") << slurp(tr + "-err1.txt");
+  expect_same_lines(ref, tr, "loss", 20);
 }
 
 TEST(DataParallel, AKilledOrStoppedRankEndsTheRunNamingIt) {
