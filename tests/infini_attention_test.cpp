@@ -197,6 +197,23 @@ void expect_grad_matches_fd(const torch::Tensor& x, const torch::Tensor& grad, L
   }
 }
 
+// Every parameter of mixer `m` (sampled entries) against central finite differences of a random
+// projection of its output over 17 tokens (several segments of 5).
+void expect_mixer_grads_match_fd(InfiniAttentionMixer& m, const std::string& what) {
+  auto x = torch::randn({1, 17, 16}, torch::kFloat64);
+  auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
+  auto mloss = [&] {
+    State s;
+    StepContext ctx;
+    return (m.forward(x, s, ctx) * Ry).sum();
+  };
+  m.zero_grad();
+  mloss().backward();
+  for (auto& item : m.named_parameters())
+    expect_grad_matches_fd(item.value(), item.value().grad(), mloss, std::max<int64_t>(1, item.value().numel() / 7),
+                           item.key() + " " + what);
+}
+
 using Update = InfiniAttentionOptions::Update;
 
 InfiniAttentionMixer make_mixer(int64_t segment, Update update, torch::Dtype dt = torch::kFloat64, int64_t chunk = 64,
@@ -495,18 +512,7 @@ TEST(DeltaNet, GradientsMatchCentralFiniteDifferences) {
   for (int mode : {0, 1, 2, 3}) {
     const bool token_read = mode > 0;
     auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, token_read, mode >= 2, mode == 3 ? 3 : 0);
-    auto x = torch::randn({1, 17, 16}, torch::kFloat64);
-    auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
-    auto mloss = [&] {
-      State s;
-      StepContext ctx;
-      return (m.forward(x, s, ctx) * Ry).sum();
-    };
-    m.zero_grad();
-    mloss().backward();
-    for (auto& item : m.named_parameters())
-      expect_grad_matches_fd(item.value(), item.value().grad(), mloss, std::max<int64_t>(1, item.value().numel() / 7),
-                             item.key() + " mode " + std::to_string(mode));
+    expect_mixer_grads_match_fd(m, "mode " + std::to_string(mode));
   }
 }
 
@@ -768,18 +774,7 @@ TEST(GatedDeltaNet, GradientsMatchCentralFiniteDifferences) {
   // The whole mixer, the decay projection included, segment and window paths.
   for (bool window : {false, true}) {
     auto m = make_mixer(5, Update::deltanet, torch::kFloat64, 2, window, window, 0, true);
-    auto x = torch::randn({1, 17, 16}, torch::kFloat64);
-    auto Ry = torch::randn({1, 17, 16}, torch::kFloat64);
-    auto mloss = [&] {
-      State s;
-      StepContext ctx;
-      return (m.forward(x, s, ctx) * Ry).sum();
-    };
-    m.zero_grad();
-    mloss().backward();
-    for (auto& item : m.named_parameters())
-      expect_grad_matches_fd(item.value(), item.value().grad(), mloss, std::max<int64_t>(1, item.value().numel() / 7),
-                             item.key() + " window " + std::to_string(window));
+    expect_mixer_grads_match_fd(m, "window " + std::to_string(window));
   }
 }
 
