@@ -1,6 +1,8 @@
 // longctx info: parameters, config, and the state's bytes after N tokens.
 #include <algorithm>
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "commands.h"
 #include "infer/session.h"
@@ -27,9 +29,17 @@ int run(const Args& a) {
               p.tokenizer->type().c_str(), (long long)p.tokenizer->vocab_size(), p.model_config.hash().c_str());
   std::printf("config: %s\n", p.config["model"].dump().c_str());
   int64_t weight_bytes = 0;
-  for (auto& t : p.model->parameters()) weight_bytes += t.numel() * int64_t(t.element_size());
-  std::printf("memory: peak RSS %s after loading (%s before; weights held as float32: %s)\n",
-              human_bytes(rss_loaded).c_str(), human_bytes(rss0).c_str(), human_bytes(weight_bytes).c_str());
+  std::map<std::string, int64_t> by_dtype;  // parameters held in each dtype
+  for (auto& t : p.model->parameters()) {
+    weight_bytes += t.numel() * int64_t(t.element_size());
+    by_dtype[c10::toString(t.scalar_type())] += t.numel();
+  }
+  std::string held;
+  for (auto& [d, n] : by_dtype) held += (held.empty() ? "" : ", ") + std::to_string(n) + " in " + d;
+  std::printf("memory: peak RSS %s after loading (%s before); weights held: %s (%s parameters)\n",
+              human_bytes(rss_loaded).c_str(), human_bytes(rss0).c_str(), human_bytes(weight_bytes).c_str(), held.c_str());
+  std::printf("memory_bytes: {\"rss_before\": %lld, \"peak_rss_loaded\": %lld, \"weights\": %lld}\n", (long long)rss0,
+              (long long)rss_loaded, (long long)weight_bytes);
   std::printf("%12s %14s\n", "tokens", "state bytes");
   torch::manual_seed(0);
   auto lens = parse_lengths(a.tokens, "--tokens");

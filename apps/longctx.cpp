@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "nn/weight_policy.h"
 #include "util/system.h"
 
 using namespace longctx;
@@ -18,6 +19,16 @@ int main(int argc, char** argv) {
   app.fallthrough();  // global options (--threads) also after the subcommand: longctx serve --threads 2
   int threads = 0;
   app.add_option("--threads", threads, "intra-op threads (default: every core); also accepted after the subcommand");
+  std::string weights = "stored", precision = "highest";
+  app.add_option("--weights", weights,
+                 "how a model read from a folder holds its F16 / BF16 matrices: 'stored' keeps that dtype "
+                 "(half the memory of float32), 'f32' widens them at load")
+      ->check(CLI::IsMember({"stored", "f32"}));
+  app.add_option("--matmul-precision", precision,
+                 "'highest': stored BF16 / F16 matrices are widened to float32 per use (the float32 model's "
+                 "results); 'medium': BF16 matrices multiply in BF16 (faster where the CPU has BF16 "
+                 "instructions, activations rounded to BF16)")
+      ->check(CLI::IsMember({"highest", "medium"}));
   cli::Globals g;
   g.argv.assign(argv, argv + argc);
   cli::Commands cmds;
@@ -40,6 +51,8 @@ int main(int argc, char** argv) {
       if (const char* lw = std::getenv("LOCAL_WORLD_SIZE"); lw && std::atoi(lw) > 1)
         threads = std::max(1, int(std::thread::hardware_concurrency()) / std::atoi(lw));
     g.threads = set_threads(threads);
+    weight_policy().keep_stored = weights == "stored";
+    weight_policy().bf16_matmul = precision == "medium";
     tune_allocator();
     auto warn = blas_warning();
     if (!warn.empty()) std::fprintf(stderr, "%s\n", warn.c_str());

@@ -41,7 +41,10 @@
 # states that 100K+ tokens of filler produced), DECAY (1: the W, C and R stages learn Gated
 # DeltaNet's decay, "decay": true; a start model without one gains it forgetting decay_init, 1e-5,
 # per token in every head; the per-head rates at 30x the learning rate, without weight decay),
-# SEED (the C stages' train.seed: another draw of prompts when a stage is run again).
+# SEED (the C stages' train.seed: another draw of prompts when a stage is run again), C_ARGS (more
+# arguments for every C stage, split on spaces: e.g. "--set train.lr=3e-4 --set
+# train.min_lr_ratio=1 --set train.keep_checkpoints=8" for a constant lower rate that keeps every
+# checkpoint for selection).
 set -euo pipefail
 LONGCTX=${LONGCTX:-build/longctx}
 OUT=${OUT:-runs/dnet-passkey}
@@ -153,7 +156,7 @@ for s in $STAGES; do
       run_stage "$s" "$OUT/$s" --config configs/dnet-passkey-c.json --set "train.init_from=${prev:-${C_FROM:-$OUT/W}}" "${WINDOW[@]}" ${CONV[@]+"${CONV[@]}"} ${CARRY_SET[@]+"${CARRY_SET[@]}"} \
         --set "data.seq_len=$((L + 256))" --set "data.passkey.max_length=$L" \
         --set "data.passkey.eval_lengths=[$L,$((2 * L))]" --set "train.steps=$steps" --set "train.tbptt=4096" \
-        --set "train.checkpoint_every=$((steps / 4))"
+        --set "train.checkpoint_every=$((steps / 4))" ${C_ARGS:-}
       prev="$OUT/$s" ;;
     R) conv_args "${prev:-${R_FROM:-$OUT/C16384}}"
        run_stage R "$OUT/R" --config configs/dnet-passkey-r.json --set "train.init_from=${prev:-${R_FROM:-$OUT/C16384}}" "${WINDOW[@]}" ${CONV[@]+"${CONV[@]}"}

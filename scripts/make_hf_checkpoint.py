@@ -5,12 +5,14 @@ tokenizer.json, and the weights as model.safetensors or as shards with
 model.safetensors.index.json, in the family's tensor names and dtype. Pure Python, no torch.
 
     scripts/make_hf_checkpoint.py FAMILY OUT_DIR [--seed S] [--dtype F32|F16|BF16] [--shards N]
-                                  [--rope-parameters]
+                                  [--rope-parameters] [--hidden D --layers L --intermediate F]
 
 FAMILY: llama (Llama 3.1 style: GQA, rope_type llama3), mistral (GQA 4:1, sliding window),
 qwen2 (q/k/v biases, tied embeddings), phi3 (fused qkv_proj and gate_up_proj, longrope with
 the original length at the top level). --rope-parameters writes transformers v5's
-rope_parameters instead of rope_theta / rope_scaling.
+rope_parameters instead of rope_theta / rope_scaling. --hidden / --layers / --intermediate make
+a larger model of the family (for memory measurements): its matrices are then random bytes
+whose exponents are held near 0.05 in magnitude, which pure Python writes at disk speed.
 """
 import argparse
 import json
@@ -80,6 +82,8 @@ def tokenizer_json():
 
 
 def encode(values, dtype):
+    if isinstance(values, (bytes, bytearray)):
+        return bytes(values)
     if dtype == "F32":
         return struct.pack("<%df" % len(values), *values)
     if dtype == "F16":
@@ -120,9 +124,23 @@ def main():
     ap.add_argument("--dtype", choices=["F32", "F16", "BF16"], default="BF16")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--rope-parameters", action="store_true")
+    ap.add_argument("--hidden", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--intermediate", type=int)
     a = ap.parse_args()
     rng = random.Random(a.seed)
     cfg = dict(FAMILIES[a.family])
+    large = a.hidden or a.layers or a.intermediate
+    if a.hidden:
+        cfg["hidden_size"] = a.hidden
+        if "head_dim" in cfg:
+            cfg["head_dim"] = a.hidden // cfg["num_attention_heads"]
+    if a.layers:
+        cfg["num_hidden_layers"] = a.layers
+        if "max_window_layers" in cfg:
+            cfg["max_window_layers"] = a.layers
+    if a.intermediate:
+        cfg["intermediate_size"] = a.intermediate
     tok = tokenizer_json()
     cfg["vocab_size"] = len(tok["model"]["vocab"]) + len(tok["added_tokens"]) + 6  # padded, as hub models are
     cfg["bos_token_id"], cfg["eos_token_id"] = tok["added_tokens"][0]["id"], tok["added_tokens"][1]["id"]
@@ -141,8 +159,19 @@ def main():
         cfg["rope_parameters"] = rp
     cfg["transformers_version"] = "4.44.0"
 
+    # The top byte of each little-endian element (sign and high exponent bits) for magnitudes
+    # in [2^-6, 2^-3): F32 and BF16 share it; F16's exponent is 5 bits.
+    top = {"F32": (4, [0x3C, 0x3D, 0xBC, 0xBD]), "BF16": (2, [0x3C, 0x3D, 0xBC, 0xBD]),
+           "F16": (2, [0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2A, 0x2B, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xAB])}
+
     def mat(rows, cols, std=0.08):
-        return [rng.gauss(0, std) for _ in range(rows * cols)]
+        if not large:
+            return [rng.gauss(0, std) for _ in range(rows * cols)]
+        size, allowed = top[a.dtype]
+        buf = bytearray(rng.randbytes(rows * cols * size))
+        table = bytes(allowed[i % len(allowed)] for i in range(256))
+        buf[size - 1::size] = bytes(buf[size - 1::size]).translate(table)
+        return buf
 
     def norm(n):
         return [1 + rng.gauss(0, 0.1) for _ in range(n)]

@@ -44,7 +44,7 @@ struct Reference {
   int64_t H, d, Lb, m, F;
   double base = 10000;
 
-  torch::Tensor lin(const torch::nn::Linear& l, const torch::Tensor& x) const { return torch::matmul(l->weight, x); }
+  torch::Tensor lin(const Linear& l, const torch::Tensor& x) const { return torch::matmul(l->weight, x); }
   torch::Tensor norm(const torch::Tensor& x) const { return blk.input_layernorm(x.view({1, -1})).view({-1}); }
   torch::Tensor ff(const torch::Tensor& a) const {
     auto a2 = a.view({1, -1});

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -14,6 +15,7 @@
 #include "model/config.h"
 #include "model/hf.h"
 #include "model/pretrained.h"
+#include "nn/linear.h"
 #include "test_util.h"
 
 using namespace longctx;
@@ -332,4 +334,134 @@ TEST(HfCheckpoint, EosTokenFromGenerationConfigEndsGeneration) {
   EXPECT_EQ(eos_token_ids(load_pretrained(dir)), (std::vector<int64_t>{first, 9999}));
   EXPECT_EQ(run(), "The sky is\n");
   std::filesystem::remove_all(dir);
+}
+
+namespace {
+// Runs the command and returns its standard output.
+std::string output_of(const std::string& cmd) {
+  std::string out;
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  pclose(f);
+  return out;
+}
+
+// Restores the process-wide weight policy when a test changes it.
+struct PolicyGuard {
+  WeightPolicy saved = weight_policy();
+  ~PolicyGuard() { weight_policy() = saved; }
+};
+}  // namespace
+
+TEST(HfCheckpoint, StoredDtypeMatricesStayStoredAndGiveTheFloat32ModelsLogitsBitForBit) {
+  PolicyGuard guard;
+  for (std::string fam : {"llama", "mistral", "qwen2", "phi3"}) {
+    SCOPED_TRACE(fam);
+    const std::string dtype = fam == "mistral" ? "F16" : "BF16";
+    const auto dir = make_checkpoint(fam, "--dtype " + dtype + (fam == "llama" ? " --shards 2" : ""));
+    const auto stored = dtype == "F16" ? torch::kFloat16 : torch::kBFloat16;
+    weight_policy() = WeightPolicy{};  // the default: kept as stored
+    auto kept = load_pretrained(dir);
+    weight_policy().keep_stored = false;
+    auto wide = load_pretrained(dir);
+    std::map<std::string, torch::Tensor> w;
+    for (auto& [n, p] : named_weights(kept.model)) w[n] = p;
+    // Every Linear / Embedding matrix (Phi-3's split parts too) is held as stored; norms in float32.
+    EXPECT_EQ(w.at("model.embed_tokens.weight").scalar_type(), stored);
+    EXPECT_EQ(w.at("model.layers.1.self_attn.k_proj.weight").scalar_type(), stored);
+    EXPECT_EQ(w.at("model.layers.0.mlp.up_proj.weight").scalar_type(), stored);
+    EXPECT_EQ(w.at("model.layers.0.input_layernorm.weight").scalar_type(), torch::kFloat32);
+    if (fam == "qwen2") {
+      EXPECT_EQ(w.at("model.layers.0.self_attn.q_proj.bias").scalar_type(), torch::kFloat32);
+    }
+    for (auto& [n, p] : named_weights(wide.model)) EXPECT_EQ(p.scalar_type(), torch::kFloat32) << n;
+    int64_t kept_bytes = 0, wide_bytes = 0;
+    for (auto& p : kept.model->parameters()) kept_bytes += p.numel() * int64_t(p.element_size());
+    for (auto& p : wide.model->parameters()) wide_bytes += p.numel() * int64_t(p.element_size());
+    EXPECT_LT(double(kept_bytes), 0.55 * double(wide_bytes));
+    // Widening per use is exact: the same logits as the model widened at load, in one call and streamed.
+    const auto ids = random_ids(90, kept.model_config.vocab_size, 5);
+    for (int64_t chunk : {90, 13}) {
+      auto a = logits_of(kept, ids, chunk), b = logits_of(wide, ids, chunk);
+      EXPECT_TRUE(torch::equal(a, b)) << "chunk " << chunk << ": max |difference| " << (a - b).abs().max().item<double>();
+    }
+    // BF16 products (--matmul-precision medium): close to the float32 model, not equal.
+    if (stored == torch::kBFloat16) {
+      weight_policy().bf16_matmul = true;
+      auto m = logits_of(kept, ids, 90), b = logits_of(wide, ids, 90);
+      const double err = (m - b).abs().max().item<double>(), scale = b.abs().max().item<double>();
+      EXPECT_LT(err, 0.03 * scale) << "BF16 products drift past 3% of the logits' range";
+      EXPECT_GT(err, 0.0) << "BF16 products were not used";
+      weight_policy().bf16_matmul = false;
+    }
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST(HfCheckpoint, LargeStoredMatricesWidenedInBlocksGiveTheWholeProduct) {
+  torch::manual_seed(4);
+  auto w = (torch::randn({9000, 1024}) * 0.05).to(torch::kBFloat16);  // 9M elements: three blocks of 4M
+  auto x = torch::randn({2, 5, 1024});
+  torch::NoGradGuard ng;
+  auto y = matmul_t(x, w);
+  auto want = torch::matmul(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
+  ASSERT_EQ(y.sizes(), (std::vector<int64_t>{2, 5, 9000}));
+  EXPECT_EQ(y.scalar_type(), torch::kFloat32);
+  EXPECT_LT((y.to(torch::kFloat64) - want).abs().max().item<double>(), 1e-4);
+}
+
+TEST(HfCheckpoint, PeakRssOfABf16CheckpointIsItsStoredBytesNotFloat32s) {
+  // 24M parameters (48 MB in BF16): `longctx info` reports the peak RSS of loading it, kept as
+  // stored and widened to float32 (96 MB of weights).
+  const auto dir = temp_dir("hf-big-bf16");
+  const auto gen = "python3 " + source_dir() + "/scripts/make_hf_checkpoint.py llama " + dir +
+                   " --hidden 1024 --layers 2 --intermediate 2816 > /dev/null";
+  ASSERT_EQ(std::system(gen.c_str()), 0);
+  const double file = double(std::filesystem::file_size(dir + "/model.safetensors"));
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe").parent_path() / "longctx";
+  auto measure = [&](const std::string& flags) {
+    auto out = output_of(exe.string() + " --threads 1 " + flags + " info --model " + dir + " --tokens 16");
+    auto at = out.find("memory_bytes: ");
+    EXPECT_NE(at, std::string::npos) << out;
+    if (at == std::string::npos) return std::make_pair(0.0, 0.0);
+    auto j = nlohmann::json::parse(out.substr(at + 14, out.find('\n', at) - at - 14));
+    return std::make_pair(j["peak_rss_loaded"].get<double>() - j["rss_before"].get<double>(), j["weights"].get<double>());
+  };
+  auto [stored_rss, stored_weights] = measure("");
+  auto [wide_rss, wide_weights] = measure("--weights f32");
+  EXPECT_LT(stored_weights, 1.01 * file);
+  EXPECT_GT(wide_weights, 1.9 * file);
+  // Read once, straight into the kept tensors: the load costs the stored bytes and little more.
+  EXPECT_LT(stored_rss, 1.15 * file + 8e6) << "stored " << stored_rss << " bytes, file " << file;
+  EXPECT_GT(wide_rss, 1.9 * file) << "the float32 load should cost twice the file";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Linear, FreshLayersDrawTheSameNumbersAsTorchNnSoSeededRunsAreUnchanged) {
+  for (bool bias : {false, true}) {
+    torch::manual_seed(9);
+    torch::nn::Linear a(torch::nn::LinearOptions(37, 23).bias(bias));
+    auto after_a = torch::rand({3});
+    torch::manual_seed(9);
+    Linear b(torch::nn::LinearOptions(37, 23).bias(bias));
+    auto after_b = torch::rand({3});
+    EXPECT_TRUE(torch::equal(a->weight, b->weight));
+    if (bias) {
+      EXPECT_TRUE(torch::equal(a->bias, b->bias));
+    }
+    EXPECT_EQ(b->named_parameters().size(), bias ? 2u : 1u);
+    EXPECT_TRUE(torch::equal(after_a, after_b)) << "the random stream continues alike";
+    auto x = torch::randn({4, 37});
+    EXPECT_TRUE(torch::equal(a(x), b(x)));
+  }
+  torch::manual_seed(10);
+  torch::nn::Embedding e(31, 8);
+  torch::manual_seed(10);
+  Embedding f(31, 8);
+  EXPECT_TRUE(torch::equal(e->weight, f->weight));
+  auto ids = torch::randint(0, 31, {2, 6});
+  EXPECT_TRUE(torch::equal(e(ids), f(ids)));
 }

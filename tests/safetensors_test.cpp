@@ -36,6 +36,38 @@ TEST(Safetensors, RoundTripEveryDtypeBitExact) {
   }
 }
 
+TEST(Safetensors, ReaderReadsEachTensorFromDiskAsTheWholeFileParseDoes) {
+  torch::manual_seed(3);
+  std::vector<std::pair<std::string, torch::Tensor>> t = {
+      {"w", torch::randn({17, 9})}, {"h", torch::randn({5}).to(torch::kFloat16)},
+      {"b", torch::randn({3, 4}).to(torch::kBFloat16)}, {"e", torch::empty({0})}, {"i", torch::arange(7)}};
+  auto dir = temp_dir("st_reader");
+  save_safetensors(dir + "/a.safetensors", t, {{"format", "pt"}});
+  SafetensorsReader r(dir + "/a.safetensors");
+  auto whole = load_safetensors(dir + "/a.safetensors");
+  ASSERT_EQ(r.entries().size(), whole.tensors.size());
+  EXPECT_EQ(r.metadata().at("format"), "pt");
+  for (size_t i = 0; i < whole.tensors.size(); ++i) {
+    const auto& e = r.entries()[i];
+    EXPECT_EQ(e.name, whole.tensors[i].first);  // file order
+    auto x = r.read(e);
+    EXPECT_EQ(x.scalar_type(), whole.tensors[i].second.scalar_type()) << e.name;
+    EXPECT_TRUE(torch::equal(x, whole.tensors[i].second)) << e.name;
+  }
+  // Straight into a destination of the same dtype; refused, naming the tensor, into another.
+  auto dst = torch::empty({17, 9});
+  r.read_into(*r.find("w"), dst);
+  EXPECT_TRUE(torch::equal(dst, t[0].second));
+  auto wrong = torch::empty({17, 9}, torch::kFloat64);
+  expect_error([&] { r.read_into(*r.find("w"), wrong); }, {"a.safetensors", "'w'"});
+  EXPECT_EQ(r.find("absent"), nullptr);
+  // A file cut short after its header was read: the read names the tensor.
+  auto bytes = read_file(dir + "/a.safetensors");
+  SafetensorsReader r2(dir + "/a.safetensors");
+  write_file_atomic(dir + "/a.safetensors", bytes.substr(0, bytes.size() - 40));
+  expect_error([&] { r2.read(*r2.find("i")); }, {"a.safetensors", "'i'"});
+}
+
 TEST(Safetensors, HeaderIsAlignedAndDataContiguous) {
   auto bytes = safetensors_serialize({{"a", torch::ones({3})}, {"b", torch::zeros({1}, torch::kInt64)}});
   uint64_t hl;
@@ -75,8 +107,12 @@ std::string header_file(const std::string& header, const std::string& data) {
 }  // namespace
 
 TEST(Safetensors, MalformedFilesGiveOneClearError) {
-  auto bad = [](const std::string& bytes, std::initializer_list<std::string> needles) {
+  const auto dir = temp_dir("st_malformed");
+  auto bad = [&](const std::string& bytes, std::initializer_list<std::string> needles) {
     expect_error([&] { safetensors_parse(bytes, "bad.safetensors"); }, needles);
+    // The reader that reads tensors from disk checks the header the same way, before any read.
+    write_file_atomic(dir + "/bad.safetensors", bytes);
+    expect_error([&] { SafetensorsReader r(dir + "/bad.safetensors"); }, needles);
   };
   bad("abc", {"bad.safetensors", "shorter than"});
   bad(header_file("{}", "").substr(0, 6), {"bad.safetensors"});

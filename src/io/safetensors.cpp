@@ -1,6 +1,8 @@
 #include "io/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "io/fs.h"
@@ -71,25 +73,19 @@ std::string safetensors_serialize(const std::vector<std::pair<std::string, torch
   return out;
 }
 
-TensorFile safetensors_parse(const std::string& bytes, const std::string& origin) {
-  TensorFile f;
-  f.origin = origin;
-  LCX_CHECK(bytes.size() >= 8, origin, ": not a safetensors file (", bytes.size(),
-            " bytes, shorter than the 8-byte header length)");
-  uint64_t hl;
-  std::memcpy(&hl, bytes.data(), 8);
-  LCX_CHECK(hl <= kMaxHeader, origin, ": header length ", hl, " exceeds the 100 MB limit");
-  LCX_CHECK(hl <= bytes.size() - 8, origin, ": header length ", hl, " exceeds the file size (",
-            bytes.size(), " bytes)");
+namespace {
+
+// Parses and checks the JSON header (hl bytes at h) of a file whose data buffer holds `buf`
+// bytes: every entry's dtype, shape and span, no holes, overlaps or trailing bytes.
+void parse_header(const char* h, uint64_t hl, uint64_t buf, const std::string& origin, std::vector<TensorEntry>& out,
+                  std::map<std::string, std::string>& metadata) {
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + hl);
+    header = nlohmann::json::parse(h, h + hl);
   } catch (const std::exception& e) {
     fail(origin, ": header is not valid JSON (", e.what(), ")");
   }
   LCX_CHECK(header.is_object(), origin, ": header is not a JSON object");
-  const char* base = bytes.data() + 8 + hl;
-  uint64_t buf = bytes.size() - 8 - hl;
   std::vector<std::pair<uint64_t, uint64_t>> spans;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
@@ -99,7 +95,7 @@ TensorFile safetensors_parse(const std::string& bytes, const std::string& origin
       for (auto m = e.begin(); m != e.end(); ++m) {
         LCX_CHECK(m.value().is_string(), origin, ": __metadata__ value '", m.key(),
                   "' is not a string");
-        f.metadata[m.key()] = m.value().get<std::string>();
+        metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
@@ -110,12 +106,12 @@ TensorFile safetensors_parse(const std::string& bytes, const std::string& origin
     LCX_CHECK(e.contains("data_offsets") && e["data_offsets"].is_array() && e["data_offsets"].size() == 2,
               where("data_offsets"), " missing or not [begin, end]");
     std::string dt = e["dtype"];
-    torch::ScalarType st = torch::kFloat32;
+    TensorEntry t;
+    t.name = name;
     bool known = false;
     for (auto& [n, s] : dtypes())
-      if (n == dt) st = s, known = true;
+      if (n == dt) t.dtype = s, known = true;
     LCX_CHECK(known, where("dtype"), " '", dt, "' is not supported");
-    std::vector<int64_t> shape;
     uint64_t numel = 1;
     for (auto& d : e["shape"]) {
       LCX_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
@@ -123,7 +119,7 @@ TensorFile safetensors_parse(const std::string& bytes, const std::string& origin
       uint64_t v = d.get<uint64_t>();
       LCX_CHECK(v == 0 || numel <= (uint64_t(1) << 62) / v, where("shape"), " overflows");
       numel *= v;
-      shape.push_back(static_cast<int64_t>(v));
+      t.shape.push_back(static_cast<int64_t>(v));
     }
     auto& o = e["data_offsets"];
     LCX_CHECK(o[0].is_number_unsigned() && o[1].is_number_unsigned(), where("data_offsets"),
@@ -131,13 +127,12 @@ TensorFile safetensors_parse(const std::string& bytes, const std::string& origin
     uint64_t b = o[0], en = o[1];
     LCX_CHECK(b <= en && en <= buf, where("data_offsets"), " [", b, ", ", en,
               "] exceed the data buffer (", buf, " bytes)");
-    uint64_t esz = torch::elementSize(st);
+    uint64_t esz = torch::elementSize(t.dtype);
     LCX_CHECK(en - b == numel * esz, where("data_offsets"), " span ", en - b, " bytes but dtype ", dt,
               " and shape need ", numel * esz);
     spans.push_back({b, en});
-    auto t = torch::empty(shape, torch::TensorOptions().dtype(st));
-    if (en > b) std::memcpy(t.data_ptr(), base + b, en - b);
-    f.tensors.emplace_back(name, t);
+    t.begin = b, t.end = en;
+    out.push_back(std::move(t));
   }
   std::sort(spans.begin(), spans.end());
   uint64_t pos = 0;
@@ -146,12 +141,73 @@ TensorFile safetensors_parse(const std::string& bytes, const std::string& origin
     pos = e;
   }
   LCX_CHECK(pos == buf, origin, ": data buffer has ", buf - pos, " trailing bytes not covered by any tensor");
-  // Keep file order as data order (the JSON object is unordered).
-  std::sort(f.tensors.begin(), f.tensors.end(), [&](auto& a, auto& b) {
-    return header[a.first]["data_offsets"][0].template get<uint64_t>() <
-           header[b.first]["data_offsets"][0].template get<uint64_t>();
-  });
+  // File order is data order (the JSON object is unordered).
+  std::stable_sort(out.begin(), out.end(), [](const TensorEntry& a, const TensorEntry& b) { return a.begin < b.begin; });
+}
+
+// The header length of a file of `size` bytes whose first 8 bytes are `first8`, checked.
+uint64_t header_length(const char* first8, uint64_t size, const std::string& origin) {
+  LCX_CHECK(size >= 8, origin, ": not a safetensors file (", size, " bytes, shorter than the 8-byte header length)");
+  uint64_t hl;
+  std::memcpy(&hl, first8, 8);
+  LCX_CHECK(hl <= kMaxHeader, origin, ": header length ", hl, " exceeds the 100 MB limit");
+  LCX_CHECK(hl <= size - 8, origin, ": header length ", hl, " exceeds the file size (", size, " bytes)");
+  return hl;
+}
+
+}  // namespace
+
+TensorFile safetensors_parse(const std::string& bytes, const std::string& origin) {
+  TensorFile f;
+  f.origin = origin;
+  const uint64_t hl = header_length(bytes.data(), bytes.size(), origin);
+  std::vector<TensorEntry> entries;
+  parse_header(bytes.data() + 8, hl, bytes.size() - 8 - hl, origin, entries, f.metadata);
+  const char* base = bytes.data() + 8 + hl;
+  for (auto& e : entries) {
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
+    if (e.end > e.begin) std::memcpy(t.data_ptr(), base + e.begin, e.end - e.begin);
+    f.tensors.emplace_back(e.name, t);
+  }
   return f;
+}
+
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  LCX_CHECK(in.good(), path, ": cannot open");
+  const uint64_t size = static_cast<uint64_t>(in.tellg());
+  char first8[8] = {0};
+  in.seekg(0);
+  in.read(first8, std::min<uint64_t>(8, size));
+  const uint64_t hl = header_length(first8, size, path);
+  std::string h(hl, '\0');
+  in.read(h.data(), static_cast<std::streamsize>(hl));
+  LCX_CHECK(in.good(), path, ": could not read the ", hl, "-byte header");
+  data_start_ = 8 + hl;
+  parse_header(h.data(), hl, size - 8 - hl, path, entries_, metadata_);
+}
+
+const TensorEntry* SafetensorsReader::find(const std::string& name) const {
+  for (auto& e : entries_)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+torch::Tensor SafetensorsReader::read(const TensorEntry& e) const {
+  auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
+  read_into(e, t);
+  return t;
+}
+
+void SafetensorsReader::read_into(const TensorEntry& e, const torch::Tensor& dst) const {
+  LCX_CHECK(dst.device().is_cpu() && dst.is_contiguous() && dst.scalar_type() == e.dtype &&
+                uint64_t(dst.numel()) * dst.element_size() == e.end - e.begin,
+            path_, ": tensor '", e.name, "' cannot be read into a ", dst.scalar_type(), " tensor of shape ", dst.sizes());
+  if (e.end == e.begin) return;
+  std::ifstream in(path_, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(data_start_ + e.begin));
+  in.read(static_cast<char*>(dst.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
+  LCX_CHECK(in.good(), path_, ": tensor '", e.name, "': could not read its ", e.end - e.begin, " bytes (the file changed?)");
 }
 
 void save_safetensors(const std::string& path,

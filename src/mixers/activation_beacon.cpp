@@ -44,7 +44,7 @@ int64_t BeaconOptions::choose(int64_t expected) const {
 BeaconMixer::BeaconMixer(AttentionMixerOptions a, BeaconOptions b) : AttentionMixer(a), b_(std::move(b)) {
   LCX_CHECK(!o_.rope.interleaved, "activation_beacon: expects rotate-halves RoPE");
   // The beacons' projections, registered after the base's (which keep Hugging Face's names).
-  auto lin = [](int64_t i, int64_t j) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(false)); };
+  auto lin = [](int64_t i, int64_t j) { return Linear(torch::nn::LinearOptions(i, j).bias(false)); };
   // Shaped like the base's (grouped-query heads, head_dim), without biases.
   const int64_t D = o_.d_model, Q = o_.n_heads * dh_, KV = kvh() * dh_;
   beacon_q_proj = register_module("beacon_q_proj", lin(D, Q));
@@ -92,7 +92,7 @@ torch::Tensor BeaconMixer::condense(const torch::Tensor& h, const torch::Tensor&
   const int64_t B = h.size(0), k = h.size(1), H = o_.n_heads, G = kvh(), l = b_.window;
   const int64_t m = KVCache::length(state, "m");
   auto w = torch::cat({beacon_q_proj->weight, beacon_k_proj->weight, beacon_v_proj->weight}, 0);
-  auto parts = torch::matmul(layer_.pre_norm(h), w.t()).view({B, k, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
+  auto parts = matmul_t(layer_.pre_norm(h), w).view({B, k, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
   // Inside the window beacon i (1-based) sits at m + i * alpha; in memory at its slot m + i - 1.
   auto qk = rope_.apply(parts[0], torch::arange(1, k + 1, torch::kInt64) * alpha + m, 1).split_with_sizes({H, G}, 2);
   auto q = qk[0].transpose(1, 2), kw = qk[1].transpose(1, 2), v = parts[1].transpose(1, 2);
@@ -146,8 +146,10 @@ torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepCon
 
   // Raw tokens: the base model's projections (one GEMM, as the base computes them).
   auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
-  auto qkv = o_.qkv_bias ? torch::addmm(torch::cat({q_proj->bias, k_proj->bias, v_proj->bias}), x.reshape({B * T, -1}), w.t())
-                         : torch::matmul(x, w.t());
+  auto qkv = !o_.qkv_bias ? matmul_t(x, w)
+            : w.scalar_type() == x.scalar_type()
+                ? torch::addmm(torch::cat({q_proj->bias, k_proj->bias, v_proj->bias}), x.reshape({B * T, -1}), w.t())
+                : matmul_t(x, w) + torch::cat({q_proj->bias, k_proj->bias, v_proj->bias});
   auto parts = qkv.view({B, T, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
   SegmentBuffer held(state, {"k", "v"}, l);  // the current window's raw keys and values
   auto example = parts[1].narrow(1, 0, 1).transpose(1, 2);

@@ -69,7 +69,7 @@ class BeaconMixer : public AttentionMixer {
   void hold_first_layer_parameters(double init_std) override;
 
   // The beacons' own projections (initialised from the base's: train.init_copy).
-  torch::nn::Linear beacon_q_proj{nullptr}, beacon_k_proj{nullptr}, beacon_v_proj{nullptr}, beacon_o_proj{nullptr};
+  Linear beacon_q_proj{nullptr}, beacon_k_proj{nullptr}, beacon_v_proj{nullptr}, beacon_o_proj{nullptr};
   torch::Tensor beacon_embed;  // [D] on layer 0 only
 
  private:

@@ -10,6 +10,7 @@
 #include "io/json_fields.h"
 #include "mixers/mechanism.h"
 #include "mixers/mixer.h"
+#include "nn/linear.h"
 #include "nn/rope.h"
 #include "nn/rope_scaling.h"
 
@@ -43,7 +44,7 @@ class AttentionMixer : public Mixer {
   StateSchema state_schema() const override;
   Rope& rope() { return rope_; }
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};  // [D, D] ...
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};  // [D, D] ...
 
  protected:  // Activation Beacon extends this mixer
   AttentionMixerOptions o_;

@@ -66,7 +66,7 @@ std::map<std::string, std::vector<double>> FamMixer::diagnostics(const State& ru
 std::pair<torch::Tensor, torch::Tensor> FamMixer::project(const torch::Tensor& x) const {
   const int64_t B = x.size(0), n = x.size(1), H = o_.n_heads;
   auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
-  auto parts = torch::matmul(x, w.t()).view({B, n, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
+  auto parts = matmul_t(x, w).view({B, n, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
   return {parts[0], parts[1]};
 }
 
@@ -104,7 +104,7 @@ torch::Tensor FamMixer::attend(const torch::Tensor& q, const torch::Tensor& k, c
   if (!visible.all().item<bool>())
     scores = scores.masked_fill(visible.logical_not().to(q.device()), -std::numeric_limits<double>::infinity());
   auto y = torch::matmul(torch::softmax(scores, -1), v);
-  return torch::matmul(y.transpose(1, 2).reshape({B, nq, o_.d_model}), o_proj->weight.t());
+  return matmul_t(y.transpose(1, 2).reshape({B, nq, o_.d_model}), o_proj->weight);
 }
 
 torch::Tensor FamMixer::through_layer(const torch::Tensor& f0) const {

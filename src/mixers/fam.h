@@ -35,6 +35,7 @@
 #include "io/json_fields.h"
 #include "mixers/mechanism.h"
 #include "mixers/mixer.h"
+#include "nn/linear.h"
 #include "nn/rope.h"
 
 namespace longctx {
@@ -65,7 +66,7 @@ class FamMixer : public Mixer {
   // Layer 0 holds the learned initial FAM (`fam_init`, [F, D]); the factory calls this once.
   void hold_first_layer_parameters(double init_std) override;
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   torch::Tensor fam_init;  // [F, D] on layer 0 only
 
  private:

@@ -55,13 +55,13 @@ InfiniAttentionMixer::InfiniAttentionMixer(InfiniAttentionOptions o) : o_(o), ro
   register_qkvo(*this, o_.d_model, o_.d_model, o_.d_model, q_proj, k_proj, v_proj, o_proj);
   memory_gate = register_parameter("memory_gate", torch::full({o_.n_heads}, o_.gate_init));
   if (o_.update == InfiniAttentionOptions::Update::deltanet) {
-    beta_proj = register_module("beta_proj", torch::nn::Linear(torch::nn::LinearOptions(o_.d_model, o_.n_heads)));
+    beta_proj = register_module("beta_proj", Linear(torch::nn::LinearOptions(o_.d_model, o_.n_heads)));
     torch::NoGradGuard ng;
     beta_proj->bias.zero_();  // write strength 0.5 at the start
   }
   if (o_.qk_conv > 0) qk_conv = register_parameter("qk_conv", torch::empty({2 * o_.d_model, o_.qk_conv}));
   if (o_.decay)
-    decay_proj = register_module("decay_proj", torch::nn::Linear(torch::nn::LinearOptions(o_.d_model, o_.n_heads)));
+    decay_proj = register_module("decay_proj", Linear(torch::nn::LinearOptions(o_.d_model, o_.n_heads)));
   init_own_parameters();
 }
 
@@ -224,7 +224,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
 
   // One GEMM for q, k and v.
   auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
-  auto qkv = torch::matmul(x, w.t()).view({B, T, 3 * H, d});
+  auto qkv = matmul_t(x, w).view({B, T, 3 * H, d});
   auto parts = qkv.split_with_sizes({2 * H, H}, 2);
   auto rot = rope_.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({H, H}, 2);
   auto qr = rot[0].transpose(1, 2), kr = rot[1].transpose(1, 2);  // [B,H,T,d], local attention

@@ -30,6 +30,7 @@
 #include "io/json_fields.h"
 #include "mixers/mechanism.h"
 #include "mixers/mixer.h"
+#include "nn/linear.h"
 #include "nn/rope.h"
 
 namespace longctx {
@@ -80,11 +81,11 @@ class InfiniAttentionMixer : public Mixer {
   void init_own_parameters() override;
   const InfiniAttentionOptions& options() const { return o_; }
 
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   torch::Tensor memory_gate;  // beta [H]
-  torch::nn::Linear beta_proj{nullptr};  // deltanet only: D -> H write strengths (with bias)
+  Linear beta_proj{nullptr};  // deltanet only: D -> H write strengths (with bias)
   torch::Tensor qk_conv;  // qk_conv > 0 only: [2 D, K] taps, q's channels then k's, the last tap current
-  torch::nn::Linear decay_proj{nullptr};  // decay only: D -> H, log(-log alpha) per head and token
+  Linear decay_proj{nullptr};  // decay only: D -> H, log(-log alpha) per head and token
 
  private:
   InfiniAttentionOptions o_;

@@ -176,7 +176,7 @@ MegalodonOptions MegalodonOptions::parse(Fields& f, int64_t d_model, int64_t n_h
 
 MegalodonMixer::MegalodonMixer(MegalodonOptions o) : o_(o), rope_(RopeOptions{o.z_dim / o.n_heads, o.rope_base, true}) {
   const int64_t D = o_.d_model;
-  auto lin = [](int64_t i, int64_t j, bool bias) { return torch::nn::Linear(torch::nn::LinearOptions(i, j).bias(bias)); };
+  auto lin = [](int64_t i, int64_t j, bool bias) { return Linear(torch::nn::LinearOptions(i, j).bias(bias)); };
   timenorm = register_module("timenorm", TimestepNorm(D, o_.groups, o_.eps));
   cema = register_module("cema", Cema(D, o_.ndim));
   rmsnorm = register_module("rmsnorm", RMSNorm(D, o_.eps, /*unit_offset=*/true));

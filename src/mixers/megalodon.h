@@ -89,7 +89,7 @@ class MegalodonMixer : public Mixer {
   TimestepNorm timenorm{nullptr};
   Cema cema{nullptr};
   RMSNorm rmsnorm{nullptr};
-  torch::nn::Linear wz{nullptr}, wv{nullptr}, wr{nullptr}, wh1{nullptr}, wh2{nullptr};
+  Linear wz{nullptr}, wv{nullptr}, wr{nullptr}, wh1{nullptr}, wh2{nullptr};
   torch::Tensor gamma, beta;  // [2, Z]: rows q, k
 
  private:

@@ -5,10 +5,12 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "nn/linear.h"
+
 namespace longctx {
 
 // q: d_model -> q_out; k, v: d_model -> kv_out; o: q_out -> d_model.
-void register_qkvo(torch::nn::Module& m, int64_t d_model, int64_t q_out, int64_t kv_out, torch::nn::Linear& q,
-                   torch::nn::Linear& k, torch::nn::Linear& v, torch::nn::Linear& o, bool qkv_bias = false);
+void register_qkvo(torch::nn::Module& m, int64_t d_model, int64_t q_out, int64_t kv_out, Linear& q,
+                   Linear& k, Linear& v, Linear& o, bool qkv_bias = false);
 
 }  // namespace longctx

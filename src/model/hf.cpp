@@ -122,7 +122,7 @@ nlohmann::json hf_to_longctx_config(const nlohmann::json& hf, const std::string&
   return {{"model", model}, {"hf_model_type", type}};
 }
 
-void load_hf_weights(const std::string& dir, const std::string& model_type, CausalLM& model) {
+void load_hf_weights(const std::string& dir, const std::string& model_type, CausalLM& model, bool keep_stored) {
   namespace fs = std::filesystem;
   std::vector<std::string> files;
   const auto index = dir + "/model.safetensors.index.json";
@@ -143,46 +143,51 @@ void load_hf_weights(const std::string& dir, const std::string& model_type, Caus
   }
   std::map<std::string, torch::Tensor> params;
   for (auto& [n, p] : named_weights(model)) params[n] = p;
+  const auto matrices = matrix_weights(*model);
   std::set<std::string> filled;
-  torch::NoGradGuard ng;
-  auto put = [&](const std::string& origin, const std::string& name, const torch::Tensor& t) {
+  // The parameter `name` for a tensor of `origin` of this shape and dtype, checked.
+  auto target = [&](const std::string& origin, const std::string& name, torch::IntArrayRef shape,
+                    torch::ScalarType dtype) -> torch::Tensor& {
     auto it = params.find(name);
     LCX_CHECK(it != params.end(), origin, ": tensor '", name, "' is not a parameter of this ", model_type, " config");
-    LCX_CHECK(t.sizes() == it->second.sizes(), origin, ": tensor '", name, "' has shape ", t.sizes(), ", the config gives ",
+    LCX_CHECK(shape == it->second.sizes(), origin, ": tensor '", name, "' has shape ", shape, ", the config gives ",
               it->second.sizes());
-    LCX_CHECK(t.is_floating_point(), origin, ": tensor '", name, "' is not floating point");
+    LCX_CHECK(torch::isFloatingType(dtype), origin, ": tensor '", name, "' is not floating point");
     LCX_CHECK(filled.insert(name).second, origin, ": tensor '", name, "' appears twice");
-    it->second.copy_(t.to(it->second.scalar_type()));
+    return it->second;
+  };
+  auto put = [&](const std::string& origin, const std::string& name, const torch::Tensor& t) {
+    fill_weight(target(origin, name, t.sizes(), t.scalar_type()), t, keep_stored, matrices);
   };
   const auto& cfg = model->config();
   const auto [kvh, hd] = attention_shape(cfg);
   for (auto& f : files) {
     const auto path = dir + "/" + f;
     LCX_CHECK(fs::exists(path), path, ": a shard the index names is missing");
-    auto tf = load_safetensors(path);
-    for (auto& [name, t] : tf.tensors) {
+    SafetensorsReader tf(path);
+    for (auto& e : tf.entries()) {
+      const std::string& name = e.name;
       if (name.find("rotary_emb.inv_freq") != std::string::npos) continue;  // a buffer older checkpoints kept
       if (name == "lm_head.weight" && cfg.tie_embeddings) continue;         // some tied models store it anyway
-      const std::string& nm = name;  // (a structured binding cannot be captured before C++20)
-      auto ends = [&nm](const std::string& s) { return nm.size() >= s.size() && nm.compare(nm.size() - s.size(), s.size(), s) == 0; };
+      auto ends = [&name](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
       if (model_type == "phi3" && ends(".self_attn.qkv_proj.weight")) {
         const auto base = name.substr(0, name.size() - std::string("qkv_proj.weight").size());
         const int64_t q = cfg.n_heads * hd, kv = kvh * hd;
-        LCX_CHECK(t.dim() == 2 && t.size(0) == q + 2 * kv, path, ": tensor '", name, "' has shape ", t.sizes(),
-                  ", the config gives [", q + 2 * kv, ", ", cfg.d_model, "]");
-        auto parts = t.split_with_sizes({q, kv, kv}, 0);
+        LCX_CHECK(e.shape.size() == 2 && e.shape[0] == q + 2 * kv, path, ": tensor '", name, "' has shape ",
+                  torch::IntArrayRef(e.shape), ", the config gives [", q + 2 * kv, ", ", cfg.d_model, "]");
+        auto parts = tf.read(e).split_with_sizes({q, kv, kv}, 0);
         put(path, base + "q_proj.weight", parts[0]);
         put(path, base + "k_proj.weight", parts[1]);
         put(path, base + "v_proj.weight", parts[2]);
       } else if (model_type == "phi3" && ends(".mlp.gate_up_proj.weight")) {
         const auto base = name.substr(0, name.size() - std::string("gate_up_proj.weight").size());
-        LCX_CHECK(t.dim() == 2 && t.size(0) == 2 * cfg.ffn_dim(), path, ": tensor '", name, "' has shape ", t.sizes(),
-                  ", the config gives [", 2 * cfg.ffn_dim(), ", ", cfg.d_model, "]");
-        auto parts = t.chunk(2, 0);
+        LCX_CHECK(e.shape.size() == 2 && e.shape[0] == 2 * cfg.ffn_dim(), path, ": tensor '", name, "' has shape ",
+                  torch::IntArrayRef(e.shape), ", the config gives [", 2 * cfg.ffn_dim(), ", ", cfg.d_model, "]");
+        auto parts = tf.read(e).chunk(2, 0);
         put(path, base + "gate_proj.weight", parts[0]);
         put(path, base + "up_proj.weight", parts[1]);
       } else {
-        put(path, name, t);
+        fill_weight(target(path, name, e.shape, e.dtype), tf, e, keep_stored, matrices);
       }
     }
   }

@@ -22,8 +22,9 @@ nlohmann::json hf_to_longctx_config(const nlohmann::json& hf, const std::string&
 
 // Loads the folder's weights into `model` (built from hf_to_longctx_config's model). Every
 // parameter must be found; a tensor that is not a parameter (other than rotary_emb.inv_freq
-// buffers) is an error naming it.
-void load_hf_weights(const std::string& dir, const std::string& model_type, CausalLM& model);
+// buffers) is an error naming it. Tensors are read one at a time straight into the model;
+// keep_stored as fill_weight (model/pretrained.h) has it.
+void load_hf_weights(const std::string& dir, const std::string& model_type, CausalLM& model, bool keep_stored = false);
 
 struct Pretrained;
 // Writes `p` as a Hugging Face folder that transformers loads: config.json (llama; mistral for a

@@ -43,7 +43,7 @@ void ModelState::expand_batch(int64_t n) {
 
 CausalLMImpl::CausalLMImpl(const ModelConfig& c) : cfg_(c) {
   model = register_module("model", std::make_shared<Body>());
-  model->embed_tokens = model->register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.d_model));
+  model->embed_tokens = model->register_module("embed_tokens", Embedding(c.vocab_size, c.d_model));
   model->layers = model->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.n_layers; ++i) {
     auto b = make_block(c, i);
@@ -55,7 +55,7 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& c) : cfg_(c) {
   else
     model->norm = model->register_module("norm", RMSNorm(c.d_model, c.norm_eps));
   if (!c.tie_embeddings)
-    lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.vocab_size).bias(false)));
+    lm_head = register_module("lm_head", Linear(torch::nn::LinearOptions(c.d_model, c.vocab_size).bias(false)));
   init_weights();
 }
 
@@ -69,6 +69,7 @@ void CausalLMImpl::init_weights() {
     const auto& name = item.key();
     auto& p = item.value();
     if (p.dim() < 2) continue;  // norms: ones
+    if (weights_from_file()) continue;  // filled from a file next: left unwritten, so not resident
     bool skip = false;
     for (auto& o : own) skip = skip || name.rfind(o, 0) == 0;
     if (skip) continue;
@@ -153,7 +154,7 @@ torch::Tensor CausalLMImpl::hidden(const torch::Tensor& tokens, ModelState& stat
 }
 
 torch::Tensor CausalLMImpl::logits(const torch::Tensor& h) {
-  return cfg_.tie_embeddings ? torch::nn::functional::linear(h, model->embed_tokens->weight) : lm_head(h);
+  return cfg_.tie_embeddings ? matmul_t(h, model->embed_tokens->weight) : lm_head(h);
 }
 
 torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, ModelState& state, bool training) {

@@ -8,6 +8,7 @@
 
 #include "model/block.h"
 #include "model/config.h"
+#include "nn/linear.h"
 #include "nn/timestep_norm.h"
 
 namespace longctx {
@@ -63,13 +64,13 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor logits(const torch::Tensor& hidden);
 
   struct Body : torch::nn::Module {
-    torch::nn::Embedding embed_tokens{nullptr};  // [V, D]
+    Embedding embed_tokens{nullptr};  // [V, D]
     torch::nn::ModuleList layers;
     RMSNorm norm{nullptr};                     // [D]; or, for MEGALODON:
     TimestepNorm timestep_norm{nullptr};       // registered as "norm" too, state in ModelState::head
   };
   std::shared_ptr<Body> model;
-  torch::nn::Linear lm_head{nullptr};  // [V, D]; absent when tied to embed_tokens
+  Linear lm_head{nullptr};  // [V, D]; absent when tied to embed_tokens
   std::vector<std::shared_ptr<Block>> blocks;
 
  private:

@@ -79,10 +79,39 @@ void save_weights(const std::string& path, CausalLM& model, const std::string& d
 
 void load_weights(const std::string& path, CausalLM& model) { load_weights(path, model, {}); }
 
-void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore,
-                  const std::map<std::string, std::string>& copies) {
-  auto f = load_safetensors(path);
+namespace {
+bool keeps(const torch::Tensor& p, torch::ScalarType stored, bool keep_stored, const std::set<const c10::TensorImpl*>& matrices) {
+  return keep_stored && (stored == torch::kBFloat16 || stored == torch::kFloat16) && p.scalar_type() == torch::kFloat32 &&
+         p.device().is_cpu() && matrices.count(p.unsafeGetTensorImpl());
+}
+}  // namespace
+
+void fill_weight(torch::Tensor& p, const SafetensorsReader& f, const TensorEntry& e, bool keep_stored,
+                 const std::set<const c10::TensorImpl*>& matrices) {
   torch::NoGradGuard ng;
+  if (keeps(p, e.dtype, keep_stored, matrices)) {
+    p.set_data(torch::empty(p.sizes(), p.options().dtype(e.dtype)));  // the float32 allocation goes, never written
+    f.read_into(e, p);
+  } else if (e.dtype == p.scalar_type() && p.is_contiguous() && p.device().is_cpu()) {
+    f.read_into(e, p);
+  } else {
+    p.copy_(f.read(e));
+  }
+}
+
+void fill_weight(torch::Tensor& p, const torch::Tensor& t, bool keep_stored, const std::set<const c10::TensorImpl*>& matrices) {
+  torch::NoGradGuard ng;
+  if (keeps(p, t.scalar_type(), keep_stored, matrices))
+    p.set_data(t.contiguous());
+  else
+    p.copy_(t.to(p.scalar_type()));
+}
+
+void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore,
+                  const std::map<std::string, std::string>& copies, bool keep_stored) {
+  LCX_CHECK(std::filesystem::exists(path), path, ": no such file");
+  SafetensorsReader f(path);
+  const auto matrices = matrix_weights(*model);
   std::set<std::string> used;
   auto ignored = [&](const std::string& n) {
     for (auto& s : ignore)
@@ -91,24 +120,24 @@ void load_weights(const std::string& path, CausalLM& model, const std::vector<st
   };
   for (auto& [n, p] : named_weights(model)) {
     std::string from = n;
-    if (!f.has(n))
+    if (!f.find(n))
       for (auto& [to, src] : copies)
         if (auto at = n.find(to); at != std::string::npos) {
           from = n.substr(0, at) + src + n.substr(at + to.size());
-          LCX_CHECK(f.has(from), path, ": parameter '", n, "' is to be copied from '", from, "', which the file lacks");
+          LCX_CHECK(f.find(from), path, ": parameter '", n, "' is to be copied from '", from, "', which the file lacks");
           break;
         }
-    if (!f.has(from) && ignored(n)) continue;  // keeps its fresh initialisation
-    LCX_CHECK(f.has(from), path, ": missing tensor '", n, "' for this model's config");
-    const auto& t = f.at(from);
-    LCX_CHECK(t.sizes() == p.sizes(), path, ": tensor '", n, "' has shape ", t.sizes(), ", the model expects ",
-              p.sizes());
-    LCX_CHECK(t.is_floating_point(), path, ": tensor '", n, "' is not floating point");
-    p.copy_(t.to(p.scalar_type()));
+    if (!f.find(from) && ignored(n)) continue;  // keeps its fresh initialisation
+    const TensorEntry* e = f.find(from);
+    LCX_CHECK(e, path, ": missing tensor '", n, "' for this model's config");
+    LCX_CHECK(torch::IntArrayRef(e->shape) == p.sizes(), path, ": tensor '", n, "' has shape ", torch::IntArrayRef(e->shape),
+              ", the model expects ", p.sizes());
+    LCX_CHECK(torch::isFloatingType(e->dtype), path, ": tensor '", n, "' is not floating point");
+    fill_weight(p, f, *e, keep_stored, matrices);
     used.insert(from);
   }
-  for (auto& [n, t] : f.tensors)
-    LCX_CHECK(used.count(n) || ignored(n), path, ": tensor '", n, "' is not a parameter of this model's config");
+  for (auto& e : f.entries())
+    LCX_CHECK(used.count(e.name) || ignored(e.name), path, ": tensor '", e.name, "' is not a parameter of this model's config");
 }
 
 Pretrained load_pretrained(const std::string& dir, const std::vector<std::string>& overrides) {
@@ -147,9 +176,13 @@ Pretrained load_pretrained(const std::string& dir, const std::vector<std::string
   p.tokenizer = make_tokenizer(tok, dir);
   LCX_CHECK(p.tokenizer->vocab_size() <= p.model_config.vocab_size, cfg_path, ": tokenizer has ",
             p.tokenizer->vocab_size(), " tokens, model.vocab_size is ", p.model_config.vocab_size);
-  p.model = CausalLM(p.model_config);
-  if (!hf_type.empty()) load_hf_weights(dir, hf_type, p.model);
-  else load_weights(dir + "/model.safetensors", p.model);
+  {
+    WeightsFromFile from_file;  // every weight is read next: none is initialised first
+    p.model = CausalLM(p.model_config);
+  }
+  const bool keep = weight_policy().keep_stored;
+  if (!hf_type.empty()) load_hf_weights(dir, hf_type, p.model, keep);
+  else load_weights(dir + "/model.safetensors", p.model, {}, {}, keep);
   p.model->eval();
   return p;
 }

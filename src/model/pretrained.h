@@ -5,9 +5,11 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "io/safetensors.h"
 #include "model/lm.h"
 #include "text/tokenizer.h"
 
@@ -28,8 +30,12 @@ std::vector<int64_t> eos_token_ids(const Pretrained& p);
 // Applies "a.b.c=value" overrides to a JSON object (value parsed as JSON, else a string).
 void apply_overrides(nlohmann::json& j, const std::vector<std::string>& overrides);
 
-// Loads config.json, model.safetensors (F32/F16/BF16 stored; computed in F32) and the tokenizer.
-// Overrides change the config before the model is built (e.g. model.mixer.type=sliding_window).
+// Loads config.json, model.safetensors (F32/F16/BF16 stored) and the tokenizer. The weights are
+// read once, tensor by tensor, straight into the model; with weight_policy().keep_stored (the
+// default) the F16 / BF16 matrices of Linear and Embedding layers stay in that dtype and are
+// multiplied as nn/linear.h says (activations are float32 throughout), else they are widened to
+// float32 at load. Overrides change the config before the model is built (e.g.
+// model.mixer.type=sliding_window).
 Pretrained load_pretrained(const std::string& dir, const std::vector<std::string>& overrides = {});
 
 // Writes model.safetensors (atomic) with every parameter under its name; dtype F32, F16 or BF16.
@@ -45,7 +51,15 @@ void load_weights(const std::string& path, CausalLM& model);
 // its value (Activation Beacon's {"beacon_q_proj": "q_proj"}: the beacons' projections start as
 // copies of the base model's).
 void load_weights(const std::string& path, CausalLM& model, const std::vector<std::string>& ignore,
-                  const std::map<std::string, std::string>& copies = {});
+                  const std::map<std::string, std::string>& copies = {}, bool keep_stored = false);
+
+// Fills parameter `p` from entry `e` of `f`. When `keep_stored`, `p` is one of `matrices` (a
+// Linear or Embedding weight) and the file holds it as F16 / BF16, `p` takes that dtype and the
+// bytes are read straight into it; otherwise they are converted into p's dtype.
+void fill_weight(torch::Tensor& p, const SafetensorsReader& f, const TensorEntry& e, bool keep_stored,
+                 const std::set<const c10::TensorImpl*>& matrices);
+// The same from a tensor already in memory (a part of a fused tensor).
+void fill_weight(torch::Tensor& p, const torch::Tensor& t, bool keep_stored, const std::set<const c10::TensorImpl*>& matrices);
 
 // The parameter tensors of a model by name (tied weights once).
 std::vector<std::pair<std::string, torch::Tensor>> named_weights(CausalLM& model);

@@ -23,16 +23,14 @@ torch::Tensor LayerNorm1pImpl::forward(const torch::Tensor& x) {
 
 SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
   auto o = [](int64_t i, int64_t o) { return torch::nn::LinearOptions(i, o).bias(false); };
-  gate_proj = register_module("gate_proj", torch::nn::Linear(o(dim, hidden)));
-  up_proj = register_module("up_proj", torch::nn::Linear(o(dim, hidden)));
-  down_proj = register_module("down_proj", torch::nn::Linear(o(hidden, dim)));
+  gate_proj = register_module("gate_proj", Linear(o(dim, hidden)));
+  up_proj = register_module("up_proj", Linear(o(dim, hidden)));
+  down_proj = register_module("down_proj", Linear(o(hidden, dim)));
 }
 
 torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) {
   // gate and up in one GEMM (weights concatenated; the parameters keep their HF names)
-  int64_t h = gate_proj->weight.size(0);
-  auto gu = torch::matmul(x, torch::cat({gate_proj->weight, up_proj->weight}, 0).t());
-  (void)h;
+  auto gu = matmul_t(x, torch::cat({gate_proj->weight, up_proj->weight}, 0));
   return down_proj(fused_swiglu(gu));
 }
 

@@ -2,6 +2,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include "nn/linear.h"
+
 namespace longctx {
 
 class RMSNormImpl : public torch::nn::Module {
@@ -31,7 +33,7 @@ class SwiGLUImpl : public torch::nn::Module {
  public:
   SwiGLUImpl(int64_t dim, int64_t hidden);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};  // [hidden, dim] x2, [dim, hidden]
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};  // [hidden, dim] x2, [dim, hidden]
 };
 TORCH_MODULE(SwiGLU);
 
