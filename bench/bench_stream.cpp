@@ -13,7 +13,13 @@
 // megalodon) keeps every field of the config's mixer; with an Activation Beacon config,
 // activation_beacon@N runs its beacons at ratio N (--model runs/beacon/train for trained weights).
 // With --model DIR, the model's own mixer runs with its trained weights and any other (the
-// full_attention reference) with random weights at the same shape.
+// full_attention reference) with random weights at the same shape. --profile DIR writes a
+// Chrome trace of each timed stream (DIR/MIXER-LENGTH.trace; libtorch's profiler, which slows
+// the run) for bench/profile_summary.py, which sums each op's own time.
+#include <torch/csrc/autograd/profiler_legacy.h>
+
+#include <cctype>
+#include <filesystem>
 #include <sstream>
 
 #include "bench_common.h"
@@ -31,7 +37,8 @@ struct Row {
 };
 
 // own_mixer: load --model's trained weights (see the header); otherwise random weights.
-Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int64_t len, int64_t chunk) {
+Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int64_t len, int64_t chunk,
+        const std::string& trace = "") {
   torch::manual_seed(0);
   CausalLM m{nullptr};
   if (!model_dir.empty() && own_mixer) {
@@ -47,17 +54,23 @@ Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int6
   s.feed(std::vector<int64_t>(v.begin(), v.begin() + std::min<int64_t>(chunk, len)));  // warm-up
   s.reset();
   double t0 = now_seconds();
-  s.feed(v);
+  if (trace.empty()) {
+    s.feed(v);
+  } else {
+    torch::autograd::profiler::RecordProfile guard(trace);
+    s.feed(v);
+  }
   double dt = now_seconds() - t0;
   return {len / dt, dt, peak_rss_bytes(), s.state().bytes(), m->num_parameters()};
 }
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::check_flags(argc, argv, {"threads", "model", "config", "window", "segment", "lengths", "full-max", "chunk", "mixers"},
+  bench::check_flags(argc, argv, {"threads", "model", "config", "window", "segment", "lengths", "full-max", "chunk", "mixers", "profile"},
                      "usage: bench_stream [--model DIR | --config FILE] [--window 512] [--segment 512]\n"
                      "                    [--lengths 4096,65536,1048576] [--full-max 65536] [--chunk 512]\n"
-                     "                    [--mixers infini_attention,sliding_window,full_attention] [--threads N]\n");
+                     "                    [--mixers infini_attention,sliding_window,full_attention] [--threads N]\n"
+                     "                    [--profile DIR]\n");
   int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
   tune_allocator();
   std::string model_dir = bench::flag(argc, argv, "model", "");
@@ -78,6 +91,8 @@ int main(int argc, char** argv) {
   };
   int64_t window = own_or("sliding_window", "window", window_flag);
   int64_t chunk = std::atoll(bench::flag(argc, argv, "chunk", "512").c_str());
+  const std::string profile_dir = bench::flag(argc, argv, "profile", "");
+  if (!profile_dir.empty()) std::filesystem::create_directories(profile_dir);
   int64_t full_max = std::atoll(bench::flag(argc, argv, "full-max", "65536").c_str());
   int64_t segment = own_or("infini_attention", "segment", segment_flag);
   std::vector<std::string> mixers;
@@ -158,7 +173,14 @@ int main(int argc, char** argv) {
       }
       Row r{};
       int status = 0;
-      if (!bench::in_child([&] { return run(c, model_dir, c.mixer_type() == base.mixer_type(), len, chunk); }, r, &status)) {
+      std::string trace;
+      if (!profile_dir.empty()) {
+        std::string name = mixer;
+        for (auto& ch : name)
+          if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+        trace = profile_dir + "/" + name + "-" + std::to_string(len) + ".trace";
+      }
+      if (!bench::in_child([&] { return run(c, model_dir, c.mixer_type() == base.mixer_type(), len, chunk, trace); }, r, &status)) {
         std::printf("| %s | %lld | failed (child exit status %d) | | | | |\n", label.c_str(), (long long)len, status);
         continue;
       }
