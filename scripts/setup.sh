@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages longctx needs. Idempotent: does nothing when all are present.
 set -euo pipefail
-PKGS=(build-essential cmake g++ make libtorch-dev libopenblas0-pthread libsentencepiece-dev
+PKGS=(build-essential cmake g++ make libtorch-dev libopenblas0-pthread libopenblas0-openmp libsentencepiece-dev
       nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libsqlite3-dev libpcre2-dev libicu-dev libgtest-dev libgloo-dev
       pkg-config wamerican bible-kjv ca-certificates chromium python3)
 missing=()
