@@ -91,8 +91,7 @@ torch::Tensor BeaconMixer::condense(const torch::Tensor& h, const torch::Tensor&
                                     int64_t alpha, State& state) {
   const int64_t B = h.size(0), k = h.size(1), H = o_.n_heads, G = kvh(), l = b_.window;
   const int64_t m = KVCache::length(state, "m");
-  auto w = torch::cat({beacon_q_proj->weight, beacon_k_proj->weight, beacon_v_proj->weight}, 0);
-  auto parts = matmul_t(layer_.pre_norm(h), w).view({B, k, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
+  auto parts = project_qkv(layer_.pre_norm(h), beacon_q_proj, beacon_k_proj, beacon_v_proj).view({B, k, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
   // Inside the window beacon i (1-based) sits at m + i * alpha; in memory at its slot m + i - 1.
   auto qk = rope_.apply(parts[0], torch::arange(1, k + 1, torch::kInt64) * alpha + m, 1).split_with_sizes({H, G}, 2);
   auto q = qk[0].transpose(1, 2), kw = qk[1].transpose(1, 2), v = parts[1].transpose(1, 2);
@@ -145,12 +144,7 @@ torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepCon
   const int64_t k_per = l / alpha;
 
   // Raw tokens: the base model's projections (one GEMM, as the base computes them).
-  auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
-  auto qkv = !o_.qkv_bias ? matmul_t(x, w)
-            : w.scalar_type() == x.scalar_type()
-                ? torch::addmm(torch::cat({q_proj->bias, k_proj->bias, v_proj->bias}), x.reshape({B * T, -1}), w.t())
-                : matmul_t(x, w) + torch::cat({q_proj->bias, k_proj->bias, v_proj->bias});
-  auto parts = qkv.view({B, T, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
+  auto parts = project_qkv(x, q_proj, k_proj, v_proj).view({B, T, H + 2 * G, dh_}).split_with_sizes({H + G, G}, 2);
   SegmentBuffer held(state, {"k", "v"}, l);  // the current window's raw keys and values
   auto example = parts[1].narrow(1, 0, 1).transpose(1, 2);
   held.reserve({example, example}, fill);

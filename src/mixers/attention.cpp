@@ -77,13 +77,8 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   }
 
   // One GEMM for q, k and v (weights concatenated; the parameters keep their HF names).
-  auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
   // split (not narrow): its backward is one cat instead of a zero-filled tensor per slice.
-  auto qkv = !o_.qkv_bias ? matmul_t(x, w)
-            : w.scalar_type() == x.scalar_type()
-                ? torch::addmm(torch::cat({q_proj->bias, k_proj->bias, v_proj->bias}), x.reshape({B * T, -1}), w.t())
-                : matmul_t(x, w) + torch::cat({q_proj->bias, k_proj->bias, v_proj->bias});
-  qkv = qkv.view({B, T, o_.n_heads + 2 * kvh, dh_});
+  auto qkv = project_qkv(x, q_proj, k_proj, v_proj).view({B, T, o_.n_heads + 2 * kvh, dh_});
   auto parts = qkv.split_with_sizes({o_.n_heads + kvh, kvh}, 2);
   auto qk_rot = rope.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({o_.n_heads, kvh}, 2);
   auto qr = qk_rot[0].transpose(1, 2);  // [B, H, T, dh], q and k rotated in one pass

@@ -65,8 +65,7 @@ std::map<std::string, std::vector<double>> FamMixer::diagnostics(const State& ru
 
 std::pair<torch::Tensor, torch::Tensor> FamMixer::project(const torch::Tensor& x) const {
   const int64_t B = x.size(0), n = x.size(1), H = o_.n_heads;
-  auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
-  auto parts = matmul_t(x, w).view({B, n, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
+  auto parts = project_qkv(x, q_proj, k_proj, v_proj).view({B, n, 3 * H, dh_}).split_with_sizes({2 * H, H}, 2);
   return {parts[0], parts[1]};
 }
 

@@ -223,8 +223,7 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
   auto pos = torch::arange(pos0, pos0 + T, torch::kInt64);
 
   // One GEMM for q, k and v.
-  auto w = torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0);
-  auto qkv = matmul_t(x, w).view({B, T, 3 * H, d});
+  auto qkv = project_qkv(x, q_proj, k_proj, v_proj).view({B, T, 3 * H, d});
   auto parts = qkv.split_with_sizes({2 * H, H}, 2);
   auto rot = rope_.apply(parts[0], pos, /*time_dim=*/1).split_with_sizes({H, H}, 2);
   auto qr = rot[0].transpose(1, 2), kr = rot[1].transpose(1, 2);  // [B,H,T,d], local attention

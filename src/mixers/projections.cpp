@@ -15,4 +15,14 @@ void register_qkvo(torch::nn::Module& m, int64_t d_model, int64_t q_out, int64_t
   }
 }
 
+torch::Tensor project_qkv(const torch::Tensor& x, const Linear& q, const Linear& k, const Linear& v) {
+  auto w = torch::cat({q->weight, k->weight, v->weight}, 0);
+  if (!q->bias.defined()) return matmul_t(x, w);
+  auto b = torch::cat({q->bias, k->bias, v->bias});
+  if (w.scalar_type() != x.scalar_type()) return matmul_t(x, w) + b;
+  auto sizes = x.sizes().vec();
+  sizes.back() = w.size(0);
+  return torch::addmm(b, x.reshape({-1, x.size(-1)}), w.t()).view(sizes);
+}
+
 }  // namespace longctx
