@@ -26,6 +26,7 @@
 #include "infer/session.h"
 #include "io/fs.h"
 #include "model/pretrained.h"
+#include "nn/attention.h"
 #include "train/config.h"
 
 using namespace longctx;
@@ -63,16 +64,39 @@ Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int6
   double dt = now_seconds() - t0;
   return {len / dt, dt, peak_rss_bytes(), s.state().bytes(), m->num_parameters()};
 }
+// Token-by-token generation after a prefill of `context` random tokens: greedy, one token per
+// forward call (the decode path), timed over `n` generated tokens.
+Row decode(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int64_t context, int64_t n,
+           int64_t chunk) {
+  torch::manual_seed(0);
+  CausalLM m = !model_dir.empty() && own_mixer ? load_pretrained(model_dir, {"model.mixer=" + c.mixer.dump()}).model
+                                               : CausalLM(c);
+  m->eval();
+  Session s(m, chunk);
+  auto toks = torch::randint(0, c.vocab_size, {context}, torch::kInt64);
+  s.feed(std::vector<int64_t>(toks.data_ptr<int64_t>(), toks.data_ptr<int64_t>() + context));
+  SamplingOptions greedy;
+  greedy.temperature = 0;
+  s.generate(8, greedy);  // warm-up
+  double t0 = now_seconds();
+  auto out = s.generate(n, greedy);
+  double dt = now_seconds() - t0;
+  return {double(out.size()) / dt, dt, peak_rss_bytes(), s.state().bytes(), m->num_parameters()};
+}
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::check_flags(argc, argv, {"threads", "model", "config", "window", "segment", "lengths", "full-max", "chunk", "mixers", "profile"},
+  bench::check_flags(argc, argv, {"threads", "model", "config", "window", "segment", "lengths", "full-max", "chunk", "mixers", "profile", "decode", "decode-context", "attention"},
                      "usage: bench_stream [--model DIR | --config FILE] [--window 512] [--segment 512]\n"
                      "                    [--lengths 4096,65536,1048576] [--full-max 65536] [--chunk 512]\n"
                      "                    [--mixers infini_attention,sliding_window,full_attention] [--threads N]\n"
-                     "                    [--profile DIR]\n");
+                     "                    [--profile DIR] [--decode N [--decode-context 1024]]\n"
+                     "                    [--attention fused|blocked]\n");
   int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
   tune_allocator();
+  const std::string impl = bench::flag(argc, argv, "attention", "fused");
+  LCX_CHECK(impl == "fused" || impl == "blocked", "bench_stream: --attention must be fused or blocked, got '", impl, "'");
+  set_attention_impl(impl == "fused" ? AttentionImpl::fused : AttentionImpl::blocked);
   std::string model_dir = bench::flag(argc, argv, "model", "");
   ModelConfig base;
   // The parent runs no tensor code before forking (a forked child must not inherit a started
@@ -105,12 +129,16 @@ int main(int argc, char** argv) {
   std::vector<int64_t> lengths;
   std::stringstream ss(bench::flag(argc, argv, "lengths", "4096,65536,1048576"));
   for (std::string x; std::getline(ss, x, ',');) lengths.push_back(std::atoll(x.c_str()));
+  std::printf("attention kernel: %s\n", impl.c_str());
   std::printf("model d_model %lld, %lld layers, %lld heads, %d threads; chunk %lld\n\n", (long long)base.d_model,
               (long long)base.n_layers, (long long)base.n_heads, threads, (long long)chunk);
   std::printf("sgemm peak in this run (2048^3 fp32): %.1f GFLOP/s\n\n", peak);
   std::printf("| mixer | tokens | prefill tokens/s | seconds | state bytes | peak RSS | fraction of sgemm peak |\n"
               "|---|---|---|---|---|---|---|\n");
   std::fflush(stdout);
+  const int64_t decode_n = std::atoll(bench::flag(argc, argv, "decode", "0").c_str());
+  const int64_t decode_context = std::atoll(bench::flag(argc, argv, "decode-context", "1024").c_str());
+  std::vector<std::pair<std::string, Row>> decoded;
   for (const std::string& mixer : mixers) {
     ModelConfig c = base;
     std::string label = mixer;
@@ -164,6 +192,14 @@ int main(int argc, char** argv) {
     } else {
       c.mixer = {{"type", mixer}};
     }
+    if (decode_n > 0) {
+      Row r{};
+      int status = 0;
+      if (bench::in_child([&] { return decode(c, model_dir, c.mixer_type() == base.mixer_type(), decode_context, decode_n, chunk); }, r, &status))
+        decoded.emplace_back(label, r);
+      else
+        std::fprintf(stderr, "bench_stream: decode of %s failed (child exit status %d)\n", label.c_str(), status);
+    }
     for (auto len : lengths) {
       if (mixer == "full_attention" && len > full_max) {
         double kv = double(len) * c.n_layers * 2 * c.d_model * 4;
@@ -189,6 +225,14 @@ int main(int argc, char** argv) {
                   human_bytes(r.state).c_str(), human_bytes(r.rss).c_str(), frac);
       std::fflush(stdout);
     }
+  }
+  if (!decoded.empty()) {
+    std::printf("\nDecode: %lld tokens generated one per call (greedy) after a %lld-token prefill\n\n"
+                "| mixer | decode tokens/s | ms per token | state bytes | peak RSS |\n|---|---|---|---|---|\n",
+                (long long)decode_n, (long long)decode_context);
+    for (auto& [label, r] : decoded)
+      std::printf("| %s | %.0f | %.3f | %s | %s |\n", label.c_str(), r.tps, 1000.0 / r.tps, human_bytes(r.state).c_str(),
+                  human_bytes(r.rss).c_str());
   }
   return 0;
 }

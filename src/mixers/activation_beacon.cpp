@@ -162,7 +162,6 @@ torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepCon
     auto win = held.extend(fill, {qk[1].transpose(1, 2), parts[1].narrow(1, t, len).transpose(1, 2)});
     auto keys = m > 0 ? torch::cat({state.at("mk"), win[0]}, 2) : win[0];
     auto vals = m > 0 ? torch::cat({state.at("mv"), win[1]}, 2) : win[1];
-    if (G != H) keys = keys.repeat_interleave(H / G, 1), vals = vals.repeat_interleave(H / G, 1);
     auto y = attention(q, keys, vals, pos, torch::arange(0, m + fill + len, torch::kInt64), ao);
     outs.push_back(o_proj(y.transpose(1, 2).reshape({B, len, H * dh_})));
 

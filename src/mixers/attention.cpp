@@ -99,10 +99,6 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
     vals = torch::cat({state.at("sink_v"), vals}, 2);
     kpos = torch::cat({torch::arange(0, n_sink_cached, torch::kInt64), kpos});
   }
-  if (kvh != o_.n_heads) {
-    keys = keys.repeat_interleave(o_.n_heads / kvh, 1);
-    vals = vals.repeat_interleave(o_.n_heads / kvh, 1);
-  }
   AttentionOptions ao;
   ao.window = o_.window;
   ao.n_sink = o_.sinks;

@@ -1,4 +1,5 @@
 #include "mixers/fam.h"
+#include "nn/attention.h"
 
 #include <cmath>
 #include <limits>
@@ -86,30 +87,38 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> FamMixer::qkv(const torc
   return {rot[0].transpose(1, 2), rot[1].transpose(1, 2), v.transpose(1, 2)};
 }
 
+FamMask fam_mask(int64_t n_mem, int64_t n_fam, int64_t fill, int64_t n_queries, bool fam_queries) {
+  FamMask m;
+  m.n_keys = n_mem + n_fam + fill + (fam_queries ? 0 : n_queries);
+  if (fam_queries) {  // FAM sees the FAM and the whole block, never the memory blocks
+    m.q_pos = torch::full({n_queries}, m.n_keys - 1, torch::kInt64);
+    m.window = m.n_keys - n_mem;
+  } else {  // block token fill + i sees the memory, the FAM and block tokens 0 .. fill + i
+    m.q_pos = torch::arange(n_mem + n_fam + fill, n_mem + n_fam + fill + n_queries, torch::kInt64);
+  }
+  return m;
+}
+
 torch::Tensor fam_visibility(int64_t n_mem, int64_t n_fam, int64_t fill, int64_t n_queries, bool fam_queries) {
-  const int64_t nk = n_mem + n_fam + fill + (fam_queries ? 0 : n_queries);
-  auto key = torch::arange(nk, torch::kInt64).unsqueeze(0);
-  if (fam_queries)  // FAM sees the FAM and the whole block, never the memory blocks
-    return (key >= n_mem).expand({n_queries, nk}).contiguous();
-  // Block token fill + i sees the memory, the FAM and block tokens 0 .. fill + i.
-  auto last = (torch::arange(n_queries, torch::kInt64) + fill + n_mem + n_fam).unsqueeze(1);
-  return key <= last;
+  auto m = fam_mask(n_mem, n_fam, fill, n_queries, fam_queries);
+  auto d = m.q_pos.unsqueeze(1) - torch::arange(m.n_keys, torch::kInt64).unsqueeze(0);
+  return m.window > 0 ? (d >= 0) & (d < m.window) : d >= 0;
 }
 
 torch::Tensor FamMixer::attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                               const torch::Tensor& visible) const {
+                               const FamMask& mask) const {
   const int64_t B = q.size(0), nq = q.size(2);
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(dh_)));
-  if (!visible.all().item<bool>())
-    scores = scores.masked_fill(visible.logical_not().to(q.device()), -std::numeric_limits<double>::infinity());
-  auto y = torch::matmul(torch::softmax(scores, -1), v);
+  LCX_CHECK(k.size(2) == mask.n_keys, "fam: ", k.size(2), " keys where the mask has ", mask.n_keys);
+  AttentionOptions ao;
+  ao.window = mask.window;
+  auto y = attention(q, k, v, mask.q_pos, torch::arange(mask.n_keys, torch::kInt64), ao);
   return matmul_t(y.transpose(1, 2).reshape({B, nq, o_.d_model}), o_proj->weight);
 }
 
 torch::Tensor FamMixer::through_layer(const torch::Tensor& f0) const {
   const int64_t F = o_.fam_tokens;
   auto [q, k, v] = qkv(layer_.pre_norm(f0), torch::arange(-F, 0, torch::kInt64), {});
-  return layer_.ff(attend(q, k, v, fam_visibility(0, F, 0, F, true)) + f0);
+  return layer_.ff(attend(q, k, v, fam_mask(0, F, 0, F, true)) + f0);
 }
 
 torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContext& ctx) {
@@ -208,7 +217,7 @@ torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContex
     keys.push_back(blk[0]), vals.push_back(blk[1]);
     const int64_t n_mem = mk.defined() ? mk.size(2) : 0;
     auto K = torch::cat(keys, 2), V = torch::cat(vals, 2);
-    outs.push_back(attend(q.narrow(2, t, len), K, V, fam_visibility(n_mem, F, fill, len, false)));
+    outs.push_back(attend(q.narrow(2, t, len), K, V, fam_mask(n_mem, F, fill, len, false)));
 
     if (fill + len == Lb) {  // the block is complete
       if (F > 0) {
@@ -216,7 +225,7 @@ torch::Tensor FamMixer::forward(const torch::Tensor& x, State& state, StepContex
         // positions of the block; then the layer's feed-forward.
         const int64_t end = block_start + Lb;
         auto fq = rotate(fam_qk.narrow(2, 0, H), torch::arange(end - F, end, torch::kInt64), offset).transpose(1, 2);
-        auto a = attend(fq, K, V, fam_visibility(n_mem, F, Lb, F, true));
+        auto a = attend(fq, K, V, fam_mask(n_mem, F, Lb, F, true));
         fam = layer_.ff(fresh ? a : a + fam);
         fresh = false;
         fam_kv(end);

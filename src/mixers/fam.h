@@ -53,6 +53,8 @@ struct FamOptions {
   static FamOptions parse(Fields& f, int64_t d_model, int64_t n_heads, const RopeOptions& rope, bool fam);
 };
 
+struct FamMask;
+
 class FamMixer : public Mixer {
  public:
   explicit FamMixer(FamOptions o);
@@ -78,9 +80,9 @@ class FamMixer : public Mixer {
   // q, k, v [B, H, n, d] of rows x, q and k rotated at `pos` (+ offset).
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> qkv(const torch::Tensor& x, const torch::Tensor& pos,
                                                               const torch::Tensor& offset) const;
-  // softmax(q k^T / sqrt(d), keys not `visible` [nq, nk] masked) v -> o_proj, as [B, nq, D].
+  // softmax(q k^T / sqrt(d), masked as `mask` says) v -> o_proj, as [B, nq, D] (the fused kernel).
   torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                       const torch::Tensor& visible) const;
+                       const FamMask& mask) const;
   // The initial FAM of the next layer: F_0 of this layer through it as a block of F tokens.
   torch::Tensor through_layer(const torch::Tensor& f0) const;
 
@@ -93,10 +95,19 @@ class FamMixer : public Mixer {
   // training call, [1, F, D]) and "state_passed" (1 when the last training call started from it).
 };
 
-// The attention mask of one call, as a table [queries, keys] (true = visible). Keys are laid out
-// [memory (n_mem) | FAM (n_fam) | block]. Block queries are block tokens fill .. fill+n_queries-1
-// and the block keys are tokens 0 .. fill+n_queries-1 (causal); FAM queries (fam_queries) see
-// the FAM and the block's `fill` tokens (all of them: the block is complete), never the memory.
+// The attention mask of one call. Keys are laid out [memory (n_mem) | FAM (n_fam) | block].
+// Block queries are block tokens fill .. fill+n_queries-1 and the block keys are tokens
+// 0 .. fill+n_queries-1 (causal); FAM queries (fam_queries) see the FAM and the block's `fill`
+// tokens (all of them: the block is complete), never the memory.
+// As the attention kernel's position rule (nn/attention.h): key j sits at position j; a block
+// query at n_mem + n_fam + its block offset, window 0; a FAM query at the last key's position
+// with a window that ends just after the memory.
+struct FamMask {
+  torch::Tensor q_pos;  // [n_queries]
+  int64_t n_keys = 0, window = 0;
+};
+FamMask fam_mask(int64_t n_mem, int64_t n_fam, int64_t fill, int64_t n_queries, bool fam_queries);
+// The same mask as a table [queries, keys] (true = visible).
 torch::Tensor fam_visibility(int64_t n_mem, int64_t n_fam, int64_t fill, int64_t n_queries, bool fam_queries);
 
 // bswa (fam = false: block sliding-window attention, FAM's baseline) and fam, for the

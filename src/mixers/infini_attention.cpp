@@ -316,13 +316,10 @@ torch::Tensor InfiniAttentionMixer::forward(const torch::Tensor& x, State& state
     for (auto& p : per_token) pieces.push_back(p.narrow(2, t, len));
     auto seg = held.extend(fill, pieces);
     // Local causal attention: the query at segment offset fill+i sees keys 0..fill+i.
-    auto scores = torch::matmul(qr.narrow(2, t, len), seg[0].transpose(-2, -1)) * scale;
-    if (len > 1) {
-      auto opt = torch::TensorOptions().dtype(torch::kInt64).device(x.device());
-      auto hidden = torch::arange(fill + len, opt).unsqueeze(0) > (torch::arange(len, opt) + fill).unsqueeze(1);
-      scores = scores.masked_fill(hidden, -std::numeric_limits<double>::infinity());
-    }
-    auto a_dot = torch::matmul(torch::softmax(scores, -1), seg[1]);
+    AttentionOptions ao;
+    ao.scale = scale;
+    auto a_dot = attention(qr.narrow(2, t, len), seg[0], seg[1], torch::arange(fill, fill + len, torch::kInt64),
+                           torch::arange(0, fill + len, torch::kInt64), ao);
     torch::Tensor a_mem;
     if (token_read) {  // each token reads after its own write; M follows the tokens
       auto r = deltanet_scan(M, sq.narrow(2, t, len), sk.narrow(2, t, len), v.narrow(2, t, len).to(mdt),

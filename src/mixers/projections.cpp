@@ -1,5 +1,7 @@
 #include "mixers/projections.h"
 
+#include "nn/stacked.h"
+
 namespace longctx {
 
 void register_qkvo(torch::nn::Module& m, int64_t d_model, int64_t q_out, int64_t kv_out, Linear& q,
@@ -13,10 +15,11 @@ void register_qkvo(torch::nn::Module& m, int64_t d_model, int64_t q_out, int64_t
     torch::NoGradGuard ng;
     q->bias.zero_(), k->bias.zero_(), v->bias.zero_();
   }
+  stack_rows({q->weight, k->weight, v->weight});  // one buffer: project_qkv reads it in place
 }
 
 torch::Tensor project_qkv(const torch::Tensor& x, const Linear& q, const Linear& k, const Linear& v) {
-  auto w = torch::cat({q->weight, k->weight, v->weight}, 0);
+  auto w = stacked_weight({q->weight, k->weight, v->weight});
   if (!q->bias.defined()) return matmul_t(x, w);
   auto b = torch::cat({q->bias, k->bias, v->bias});
   if (w.scalar_type() != x.scalar_type()) return matmul_t(x, w) + b;

@@ -1,8 +1,10 @@
 #include "nn/attention.h"
 
 #include <array>
+#include <atomic>
 #include <cmath>
 
+#include "nn/attention_kernel.h"
 #include "util/error.h"
 
 namespace longctx {
@@ -18,7 +20,8 @@ torch::Tensor visible(const torch::Tensor& qp, const torch::Tensor& kp, const At
 
 torch::Tensor masked_attend(const torch::Tensor& scores, const torch::Tensor& mask, const torch::Tensor& v) {
   auto s = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
-  return torch::matmul(torch::softmax(s, -1), v);
+  // A row that sees no key is all -inf: its NaN probabilities become 0 (a zero output).
+  return torch::matmul(torch::softmax(s, -1).masked_fill(mask.logical_not(), 0), v);
 }
 
 // softmax(scale * q k^T + bias) v with the scale and the additive mask fused into one GEMM
@@ -36,7 +39,89 @@ torch::Tensor mask_bias(const torch::Tensor& mask, torch::ScalarType dt) {
       .masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
+// The last dimension unit-strided, as BLAS needs; other strides are kept (no copy of a transposed view).
+torch::Tensor rows(const torch::Tensor& t) { return t.stride(3) == 1 ? t : t.contiguous(); }
+
+template <typename T, typename Tensor>
+kernel::Strided<T> strided(Tensor& t) {
+  if (!t.defined()) return {};
+  return {static_cast<T*>(t.data_ptr()), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+kernel::Shape shape_of(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  return {q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+}
+
+kernel::Mask mask_of(const torch::Tensor& qp, const torch::Tensor& kp, int64_t window, int64_t n_sink, bool has_q_sink) {
+  kernel::Mask m;
+  m.q_pos = qp.data_ptr<int64_t>();
+  m.k_pos = kp.data_ptr<int64_t>();
+  m.window = window;
+  m.n_sink = n_sink;
+  m.split_sinks = n_sink > 0 && (window > 0 || has_q_sink);
+  return m;
+}
+
+// A [B, H, T, d] result laid out as [B, T, H, d]: the caller's transpose back to [B, T, H * d]
+// is then a view.
+torch::Tensor heads_last(int64_t B, int64_t H, int64_t T, int64_t d, const torch::TensorOptions& to) {
+  return torch::zeros({B, T, H, d}, to).permute({0, 2, 1, 3});
+}
+
+// The fused kernel as an autograd function: forward keeps only q, k, v, the output and one
+// log-sum-exp per query; backward recomputes each score tile (no T x T tensor either way).
+struct FusedAttention : torch::autograd::Function<FusedAttention> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor q, torch::Tensor k,
+                               torch::Tensor v, torch::Tensor q_sink, torch::Tensor qp, torch::Tensor kp,
+                               int64_t window, int64_t n_sink, double scale) {
+    q = rows(q), k = rows(k), v = rows(v);
+    // libtorch's Function takes no undefined input: no q_sink arrives as an empty tensor.
+    q_sink = q_sink.numel() ? rows(q_sink) : torch::Tensor();
+    auto s = shape_of(q, k, v);
+    auto m = mask_of(qp, kp, window, n_sink, q_sink.defined());
+    auto out = torch::empty({s.B, s.Tq, s.H, s.dv}, q.options()).permute({0, 2, 1, 3});
+    auto lse = torch::empty({s.B, s.H, s.Tq}, q.options());
+    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_forward", [&] {
+      kernel::attention_forward<scalar_t>(s, m, scalar_t(scale), strided<const scalar_t>(q),
+                                          strided<const scalar_t>(q_sink), strided<const scalar_t>(k),
+                                          strided<const scalar_t>(v), strided<scalar_t>(out),
+                                          lse.data_ptr<scalar_t>());
+    });
+    ctx->save_for_backward({q, k, v, q_sink.defined() ? q_sink : torch::empty({0}, q.options()), qp, kp, out, lse});
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["n_sink"] = n_sink;
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto sv = ctx->get_saved_variables();
+    auto q = sv[0], k = sv[1], v = sv[2], q_sink = sv[3].numel() ? sv[3] : torch::Tensor();
+    auto qp = sv[4], kp = sv[5], out = sv[6], lse = sv[7];
+    auto dout = rows(grads[0]);
+    auto s = shape_of(q, k, v);
+    auto m = mask_of(qp, kp, ctx->saved_data["window"].toInt(), ctx->saved_data["n_sink"].toInt(), q_sink.defined());
+    auto dq = heads_last(s.B, s.H, s.Tq, s.dk, q.options());
+    auto dqs = q_sink.defined() ? heads_last(s.B, s.H, s.Tq, s.dk, q.options()) : torch::Tensor();
+    auto dk = torch::zeros(k.sizes(), k.options()), dv = torch::zeros(v.sizes(), v.options());
+    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_backward", [&] {
+      kernel::attention_backward<scalar_t>(
+          s, m, scalar_t(ctx->saved_data["scale"].toDouble()), strided<const scalar_t>(q),
+          strided<const scalar_t>(q_sink), strided<const scalar_t>(k), strided<const scalar_t>(v),
+          strided<const scalar_t>(out), lse.data_ptr<scalar_t>(), strided<const scalar_t>(dout),
+          strided<scalar_t>(dq), strided<scalar_t>(dqs), strided<scalar_t>(dk), strided<scalar_t>(dv));
+    });
+    return {dq, dk, dv, dqs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+std::atomic<AttentionImpl> g_impl{AttentionImpl::fused};
+
 }  // namespace
+
+void set_attention_impl(AttentionImpl impl) { g_impl = impl; }
+AttentionImpl attention_impl() { return g_impl; }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& q_pos, const torch::Tensor& k_pos, const AttentionOptions& o,
@@ -44,8 +129,24 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   LCX_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "attention: q, k, v must be [B, H, T, dh]");
   int64_t Tq = q.size(2), Tk = k.size(2);
   LCX_CHECK(q_pos.numel() == Tq && k_pos.numel() == Tk, "attention: positions do not match T");
+  LCX_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0 && v.size(1) == k.size(1),
+            "attention: ", q.size(1), " query heads cannot share ", k.size(1), " key/value heads");
   double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(q.size(3)));
   auto qp = q_pos.to(torch::kInt64).contiguous(), kp = k_pos.to(torch::kInt64).contiguous();
+  if (q.device().is_cpu() && g_impl == AttentionImpl::fused) {
+    if (Tq == 0) return torch::zeros({q.size(0), q.size(1), 0, v.size(3)}, q.options());
+    const auto dt = q.scalar_type();
+    if (dt == torch::kFloat || dt == torch::kDouble)
+      return FusedAttention::apply(q, k.to(dt), v.to(dt), q_sink.defined() ? q_sink.to(dt) : torch::empty({0}, q.options()),
+                                   qp, kp, o.window, o.n_sink, scale);
+    // Half precision activations: the kernel accumulates in float32.
+    auto f = [&](const torch::Tensor& t) { return t.defined() ? t.to(torch::kFloat) : torch::empty({0}, q.options().dtype(torch::kFloat)); };
+    return FusedAttention::apply(f(q), f(k), f(v), f(q_sink), qp, kp, o.window, o.n_sink, scale).to(dt);
+  }
+  if (k.size(1) != q.size(1)) {
+    return attention(q, k.repeat_interleave(q.size(1) / k.size(1), 1), v.repeat_interleave(q.size(1) / v.size(1), 1),
+                     q_pos, k_pos, o, q_sink);
+  }
   const int64_t* kpp = kp.data_ptr<int64_t>();
   const int64_t* qpp = qp.data_ptr<int64_t>();
   // Number of sink keys at the front of k (positions < n_sink).
@@ -111,6 +212,9 @@ torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k
                                   const AttentionOptions& o, const torch::Tensor& q_sink) {
   double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(q.size(3)));
   auto kp = k_pos.to(torch::kInt64), qp = q_pos.to(torch::kInt64);
+  if (k.size(1) != q.size(1))
+    return attention_reference(q, k.repeat_interleave(q.size(1) / k.size(1), 1),
+                               v.repeat_interleave(q.size(1) / v.size(1), 1), q_pos, k_pos, o, q_sink);
   auto s = torch::matmul(q, k.transpose(-1, -2)) * scale;  // unfused on purpose: the reference
   if (q_sink.defined() && o.n_sink > 0) {
     auto ss = torch::matmul(q_sink, k.transpose(-1, -2)) * scale;

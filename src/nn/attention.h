@@ -1,5 +1,9 @@
-// The one attention kernel: softmax(q k^T * scale + mask) v, queries processed in blocks so
-// memory is O(block x keys seen by the block), never O(T^2).
+// The one attention kernel: softmax(q k^T * scale + mask) v. On the CPU a fused kernel blocked
+// over queries and keys with an online softmax (nn/attention_kernel.h): no score matrix beyond
+// one tile, no materialised mask, forward and backward. Elsewhere, libtorch ops per block of
+// queries. Memory is O(block x keys), never O(T^2). q may be strided (a transposed view); k and
+// v may have fewer heads than q (grouped-query attention: H % Hk == 0). A query that sees no key
+// gets a zero output.
 //
 // Visibility is defined by absolute positions, so any chunking of a stream gives the same
 // result: key j is visible to query i iff
@@ -22,6 +26,13 @@ struct AttentionOptions {
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& q_pos, const torch::Tensor& k_pos,
                         const AttentionOptions& o = {}, const torch::Tensor& q_sink = {});
+
+// Which implementation attention() uses on the CPU: the fused kernel (nn/attention_kernel.h,
+// default) or the previous one, libtorch ops per block of queries with a materialised mask bias
+// (kept for same-run comparisons: bench_stream --attention blocked; always used off the CPU).
+enum class AttentionImpl { fused, blocked };
+void set_attention_impl(AttentionImpl impl);
+AttentionImpl attention_impl();
 
 // Plain reference: one masked softmax over all keys, for tests.
 torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

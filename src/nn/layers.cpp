@@ -1,6 +1,7 @@
 #include "nn/layers.h"
 
 #include "nn/fused.h"
+#include "nn/stacked.h"
 
 namespace longctx {
 
@@ -26,11 +27,12 @@ SwiGLUImpl::SwiGLUImpl(int64_t dim, int64_t hidden) {
   gate_proj = register_module("gate_proj", Linear(o(dim, hidden)));
   up_proj = register_module("up_proj", Linear(o(dim, hidden)));
   down_proj = register_module("down_proj", Linear(o(hidden, dim)));
+  stack_rows({gate_proj->weight, up_proj->weight});  // one buffer: forward reads it in place
 }
 
 torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) {
-  // gate and up in one GEMM (weights concatenated; the parameters keep their HF names)
-  auto gu = matmul_t(x, torch::cat({gate_proj->weight, up_proj->weight}, 0));
+  // gate and up in one GEMM (one buffer, or concatenated; the parameters keep their HF names)
+  auto gu = matmul_t(x, stacked_weight({gate_proj->weight, up_proj->weight}));
   return down_proj(fused_swiglu(gu));
 }
 

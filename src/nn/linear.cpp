@@ -18,7 +18,15 @@ WeightsFromFile::~WeightsFromFile() { g_from_file = prev_; }
 bool weights_from_file() { return g_from_file; }
 
 torch::Tensor matmul_t(const torch::Tensor& x, const torch::Tensor& w) {
-  if (w.scalar_type() == x.scalar_type()) return torch::matmul(x, w.t());
+  if (w.scalar_type() == x.scalar_type()) {
+    if (x.dim() >= 1 && x.numel() == x.size(-1) && x.device().is_cpu()) {
+      // One row (a decoded token): a matrix-vector product. A GEMM would first pack all of w.
+      auto sizes = x.sizes().vec();
+      sizes.back() = w.size(0);
+      return torch::mv(w, x.reshape({-1})).view(sizes);
+    }
+    return torch::matmul(x, w.t());
+  }
   if (weight_policy().bf16_matmul && w.scalar_type() == torch::kBFloat16)
     return torch::matmul(x.to(torch::kBFloat16), w.t()).to(x.scalar_type());
   const int64_t rows = w.size(0), cols = w.size(1);

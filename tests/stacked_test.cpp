@@ -1,0 +1,76 @@
+// Weights multiplied together (q/k/v, gate/up) live in one buffer and are read in place.
+#include <gtest/gtest.h>
+
+#include "nn/layers.h"
+#include "nn/linear.h"
+#include "nn/stacked.h"
+
+using namespace longctx;
+
+TEST(Stacked, StackRowsKeepsValuesAndStackedWeightIsAViewWithoutGrad) {
+  torch::manual_seed(7);
+  Linear a(torch::nn::LinearOptions(8, 3).bias(false)), b(torch::nn::LinearOptions(8, 5).bias(false));
+  auto before = torch::cat({a->weight, b->weight}, 0).detach().clone();
+  stack_rows({a->weight, b->weight});
+  EXPECT_TRUE(torch::equal(torch::cat({a->weight, b->weight}, 0), before));
+  {
+    torch::NoGradGuard ng;
+    auto w = stacked_weight({a->weight, b->weight});
+    EXPECT_TRUE(torch::equal(w, before));
+    EXPECT_EQ(w.data_ptr(), a->weight.data_ptr());  // no copy
+  }
+  // With autograd the product still sends each parameter its own gradient.
+  auto x = torch::randn({4, 8});
+  auto w = stacked_weight({a->weight, b->weight});
+  (torch::matmul(x, w.t()) * torch::arange(8).to(torch::kFloat)).sum().backward();
+  ASSERT_TRUE(a->weight.grad().defined() && b->weight.grad().defined());
+  auto ref_a = a->weight.detach().clone().requires_grad_(), ref_b = b->weight.detach().clone().requires_grad_();
+  (torch::matmul(x, torch::cat({ref_a, ref_b}, 0).t()) * torch::arange(8).to(torch::kFloat)).sum().backward();
+  EXPECT_TRUE(torch::allclose(a->weight.grad(), ref_a.grad()));
+  EXPECT_TRUE(torch::allclose(b->weight.grad(), ref_b.grad()));
+  // An optimizer's in-place update stays in the shared buffer.
+  {
+    torch::NoGradGuard ng;
+    b->weight.add_(1.0);
+    EXPECT_TRUE(torch::equal(stacked_weight({a->weight, b->weight}).narrow(0, 3, 5), b->weight));
+  }
+}
+
+TEST(Stacked, AReplacedWeightFallsBackToConcatenation) {
+  Linear a(torch::nn::LinearOptions(4, 2).bias(false)), b(torch::nn::LinearOptions(4, 2).bias(false));
+  stack_rows({a->weight, b->weight});
+  torch::NoGradGuard ng;
+  b->weight.set_data(torch::randn({2, 4}));  // e.g. a checkpoint's stored dtype replacing it
+  auto w = stacked_weight({a->weight, b->weight});
+  EXPECT_NE(w.data_ptr(), a->weight.data_ptr());
+  EXPECT_TRUE(torch::equal(w, torch::cat({a->weight, b->weight}, 0)));
+}
+
+TEST(Stacked, SwiGLUReadsGateAndUpInPlaceAndMatchesTheUnstackedProduct) {
+  torch::manual_seed(8);
+  SwiGLU f(16, 24);
+  EXPECT_EQ(static_cast<const char*>(f->up_proj->weight.data_ptr()),
+            static_cast<const char*>(f->gate_proj->weight.data_ptr()) + f->gate_proj->weight.nbytes());
+  auto x = torch::randn({3, 16});
+  torch::NoGradGuard ng;
+  auto want = f->down_proj(torch::silu(f->gate_proj(x)) * f->up_proj(x));
+  EXPECT_LT((f(x) - want).abs().max().item<double>(), 1e-5);
+}
+
+TEST(Stacked, OneRowProductIsAMatrixVectorProductEqualToTheGemm) {
+  // A decoded token goes through torch::mv (no packing of the weight): same values, gradients too.
+  torch::manual_seed(9);
+  auto w = torch::randn({40, 16}).requires_grad_();
+  for (auto shape : {std::vector<int64_t>{16}, std::vector<int64_t>{1, 16}, std::vector<int64_t>{1, 1, 16}}) {
+    auto x = torch::randn(shape).requires_grad_();
+    auto y = matmul_t(x, w);
+    auto want = torch::matmul(x, w.t());
+    ASSERT_EQ(y.sizes(), want.sizes());
+    EXPECT_LT((y - want).abs().max().item<double>(), 1e-5);
+    auto g = torch::randn(want.sizes());
+    auto gx = torch::autograd::grad({(y * g).sum()}, {x, w});
+    auto ref = torch::autograd::grad({(want * g).sum()}, {x, w});
+    EXPECT_LT((gx[0] - ref[0]).abs().max().item<double>(), 1e-5);
+    EXPECT_LT((gx[1] - ref[1]).abs().max().item<double>(), 1e-5);
+  }
+}
