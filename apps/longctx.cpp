@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "nn/attention.h"
 #include "nn/weight_policy.h"
 #include "util/system.h"
 
@@ -29,6 +30,11 @@ int main(int argc, char** argv) {
                  "results); 'medium': BF16 matrices multiply in BF16 (faster where the CPU has BF16 "
                  "instructions, activations rounded to BF16)")
       ->check(CLI::IsMember({"highest", "medium"}));
+  std::string attention_kernel = "fused";
+  app.add_option("--attention", attention_kernel,
+                 "CPU attention: 'fused' (one kernel, online softmax, no mask tensor) or 'blocked' (the "
+                 "previous libtorch-ops implementation, for comparisons)")
+      ->check(CLI::IsMember({"fused", "blocked"}));
   cli::Globals g;
   g.argv.assign(argv, argv + argc);
   cli::Commands cmds;
@@ -53,6 +59,7 @@ int main(int argc, char** argv) {
     g.threads = set_threads(threads);
     weight_policy().keep_stored = weights == "stored";
     weight_policy().bf16_matmul = precision == "medium";
+    set_attention_impl(attention_kernel == "fused" ? AttentionImpl::fused : AttentionImpl::blocked);
     tune_allocator();
     auto warn = blas_warning();
     if (!warn.empty()) std::fprintf(stderr, "%s\n", warn.c_str());

@@ -67,7 +67,7 @@ Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int6
 // Token-by-token generation after a prefill of `context` random tokens: greedy, one token per
 // forward call (the decode path), timed over `n` generated tokens.
 Row decode(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int64_t context, int64_t n,
-           int64_t chunk) {
+           int64_t chunk, const std::string& trace = "") {
   torch::manual_seed(0);
   CausalLM m = !model_dir.empty() && own_mixer ? load_pretrained(model_dir, {"model.mixer=" + c.mixer.dump()}).model
                                                : CausalLM(c);
@@ -79,7 +79,13 @@ Row decode(const ModelConfig& c, const std::string& model_dir, bool own_mixer, i
   greedy.temperature = 0;
   s.generate(8, greedy);  // warm-up
   double t0 = now_seconds();
-  auto out = s.generate(n, greedy);
+  std::vector<int64_t> out;
+  if (trace.empty()) {
+    out = s.generate(n, greedy);
+  } else {
+    torch::autograd::profiler::RecordProfile guard(trace);
+    out = s.generate(n, greedy);
+  }
   double dt = now_seconds() - t0;
   return {double(out.size()) / dt, dt, peak_rss_bytes(), s.state().bytes(), m->num_parameters()};
 }
@@ -195,7 +201,13 @@ int main(int argc, char** argv) {
     if (decode_n > 0) {
       Row r{};
       int status = 0;
-      if (bench::in_child([&] { return decode(c, model_dir, c.mixer_type() == base.mixer_type(), decode_context, decode_n, chunk); }, r, &status))
+      std::string trace;
+      if (!profile_dir.empty()) {
+        trace = profile_dir + "/decode-" + mixer + ".trace";
+        for (auto& ch : trace)
+          if (ch == ':' || ch == '+') ch = '_';
+      }
+      if (bench::in_child([&] { return decode(c, model_dir, c.mixer_type() == base.mixer_type(), decode_context, decode_n, chunk, trace); }, r, &status))
         decoded.emplace_back(label, r);
       else
         std::fprintf(stderr, "bench_stream: decode of %s failed (child exit status %d)\n", label.c_str(), status);

@@ -66,7 +66,8 @@ void LinearImpl::reset_parameters() {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
-  if (weight.scalar_type() == x.scalar_type()) return torch::linear(x, weight, bias);
+  const bool one_row = x.dim() >= 1 && x.numel() == x.size(-1);  // decoding: matmul_t's GEMV
+  if (weight.scalar_type() == x.scalar_type() && !one_row) return torch::linear(x, weight, bias);
   auto y = matmul_t(x, weight);
   return bias.defined() ? y + bias.to(y.scalar_type()) : y;
 }

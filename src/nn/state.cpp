@@ -1,5 +1,9 @@
 #include "nn/state.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "util/error.h"
 #include "util/hash.h"
 
@@ -118,20 +122,33 @@ void check_state(const State& s, const StateSchema& schema, const std::string& w
 }
 
 namespace {
-// Appends x to c along dim 2. c may be a prefix view of a [B, H, cap, dh] buffer with spare
-// capacity (as this function leaves it); then x is copied into the spare rows. Otherwise a
-// buffer of twice the needed length is allocated. Rows before len are never written: a
-// snapshot taken before the append still reads what it held.
+// Where c sits in a [B, H, cap, dh] buffer of its own (as append_rows allocates): rows
+// [first, first + len). cap 0 when c is not laid out so (then it is someone else's tensor).
+struct Rows {
+  int64_t cap = 0, first = 0;
+};
+Rows rows_of(const torch::Tensor& c) {
+  const int64_t B = c.size(0), H = c.size(1), dh = c.size(3);
+  if (!(c.stride(3) == 1 && c.stride(2) == dh && dh > 0 && c.stride(1) % dh == 0 && c.stride(0) == H * c.stride(1)))
+    return {};
+  const int64_t cap = c.stride(1) / dh;
+  if (c.storage_offset() % dh != 0 || static_cast<int64_t>(c.storage().nbytes()) < B * H * cap * dh * c.element_size())
+    return {};
+  return {cap, c.storage_offset() / dh};
+}
+
+// Appends x to c along dim 2. c may be rows [first, first + len) of a [B, H, cap, dh] buffer
+// with spare rows after it (as this function and KVCache::keep_last leave it); then x is copied
+// into them. Otherwise a buffer of twice the needed length is allocated: a cache kept to its
+// last N rows is copied once every ~N appends, not on every one. Rows before first + len are
+// never written: a snapshot taken before the append still reads what it held.
 torch::Tensor append_rows(const torch::Tensor& c, const torch::Tensor& x) {
   int64_t B = c.size(0), H = c.size(1), len = c.size(2), dh = c.size(3), add = x.size(2);
-  bool prefix_view = c.storage_offset() == 0 && c.stride(3) == 1 && c.stride(2) == dh &&
-                     c.stride(1) % dh == 0 && c.stride(0) == H * c.stride(1);
-  int64_t cap = prefix_view ? c.stride(1) / dh : 0;
-  if (prefix_view && cap >= len + add &&
-      static_cast<int64_t>(c.storage().nbytes()) >= B * H * cap * dh * c.element_size()) {
-    auto full = c.as_strided({B, H, cap, dh}, {H * cap * dh, cap * dh, dh, 1});
-    full.narrow(2, len, add).copy_(x);
-    return full.narrow(2, 0, len + add);
+  const Rows r = rows_of(c);
+  if (r.cap > 0 && r.first + len + add <= r.cap) {
+    auto full = c.as_strided({B, H, r.cap, dh}, {H * r.cap * dh, r.cap * dh, dh, 1}, 0);
+    full.narrow(2, r.first + len, add).copy_(x);
+    return full.narrow(2, r.first, len + add);
   }
   int64_t ncap = std::max<int64_t>(2 * (len + add), 64);
   auto full = torch::empty({B, H, ncap, dh}, c.options());
@@ -155,8 +172,16 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(State& s, const std::str
     ck = torch::cat({ck, k}, 2);  // keep the graph through the cache
     cv = torch::cat({cv, v}, 2);
   } else {
+    const void* before = ck.storage().data();
     ck = append_rows(ck, k);
     cv = append_rows(cv, v);
+#ifdef __GLIBC__
+    // The cache moved to a buffer twice as long and the old one was freed. Buffers below the
+    // mmap threshold are freed into the heap, which would keep every smaller generation resident
+    // (2x the cache at 64K tokens): hand them back, so peak RSS stays the cache plus a constant.
+    // Growth happens O(log T) times per cache.
+    if (ck.storage().data() != before) malloc_trim(0);
+#endif
   }
   return {ck, cv};
 }
@@ -167,9 +192,12 @@ void KVCache::keep_last(State& s, const std::string& prefix, int64_t keep) {
     auto& c = s.at(n);
     int64_t len = c.size(2);
     if (len <= keep) continue;
-    // Under autograd keep the graph; otherwise copy to compact memory.
+    // Under autograd keep the graph. Otherwise a view when c is rows of append_rows' buffer
+    // (bounded: that buffer is at most twice the rows it ever held at once), else a compact copy
+    // (a view would keep the caller's whole tensor alive).
     auto tail = c.narrow(2, len - keep, keep);
-    c = (torch::GradMode::is_enabled() && c.requires_grad()) ? tail : tail.contiguous();
+    const bool graph = torch::GradMode::is_enabled() && c.requires_grad();
+    c = graph || rows_of(c).cap > 0 ? tail : tail.contiguous();
   }
 }
 

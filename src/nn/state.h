@@ -89,7 +89,9 @@ struct KVCache {
   // Appends k, v ([B, H, T, dh]) under names "<prefix>k", "<prefix>v"; returns the full cache.
   static std::pair<torch::Tensor, torch::Tensor> append(State& s, const std::string& prefix,
                                                         const torch::Tensor& k, const torch::Tensor& v);
-  // Keeps only the last `keep` entries (buffer compacted).
+  // Keeps only the last `keep` entries: a view of the buffer's rows without autograd (the next
+  // appends fill its spare rows; a full buffer is replaced by one twice the length), so a
+  // sliding window decoded token by token copies its rows once per ~window tokens.
   static void keep_last(State& s, const std::string& prefix, int64_t keep);
   static int64_t length(const State& s, const std::string& prefix);
 };
