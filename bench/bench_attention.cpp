@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
       if (impl == AttentionImpl::blocked) base = sec;
       std::printf("| %s | %s | %.3f | %.1f | %.3f | %s |\n", s.name, impl == AttentionImpl::fused ? "fused" : "blocked (before)",
                   sec * 1e3, flops / sec / 1e9, flops / sec / 1e9 / peak,
-                  impl == AttentionImpl::fused ? (std::to_string(base / sec).substr(0, 4) + "x").c_str() : "");
+                  impl == AttentionImpl::fused && base > 0 ? (std::to_string(base / sec).substr(0, 4) + "x").c_str() : "");
       std::fflush(stdout);
     }
   }

@@ -119,10 +119,14 @@ __attribute__((target("avx2"))) float row_max_avx2(const float* x, int64_t n) {
   return r;
 }
 
-const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+// Asked once, on first use (a static initialiser could run before libgcc's CPU detection).
+bool avx2() {
+  static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+  return yes;
+}
 
 float exp_sub_sum(float* x, int64_t n, float sub) {
-  if (kAvx2) return exp_sub_sum_avx2(x, n, sub);
+  if (avx2()) return exp_sub_sum_avx2(x, n, sub);
   float sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += (x[i] = exp_scalar(x[i] - sub));
   return sum;
@@ -137,7 +141,7 @@ double exp_sub_sum(double* x, int64_t n, double sub) {
 template <typename T>
 T row_max(const T* x, int64_t n) {
   if constexpr (std::is_same_v<T, float>)
-    if (kAvx2) return row_max_avx2(x, n);
+    if (avx2()) return row_max_avx2(x, n);
   T m = -std::numeric_limits<T>::infinity();
   for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
   return m;
@@ -241,7 +245,6 @@ void attention_backward(const Shape& s, const Mask& m, T scale, Strided<const T>
                         Strided<const T> k, Strided<const T> v, Strided<const T> out, const T* lse,
                         Strided<const T> dout, Strided<T> dq, Strided<T> dq_sink, Strided<T> dk, Strided<T> dv) {
   const int64_t n_sinkk = sink_keys(s, m), group = s.H / s.Hk;
-  const int64_t nqb = (s.Tq + kQBlock - 1) / kQBlock;
   // One task per key/value head: it alone writes that head's dk, dv and its queries' dq.
   at::parallel_for(0, s.B * s.Hk, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> P(kQBlock * kKChunk), dP(kQBlock * kKChunk), D(kQBlock);
