@@ -10,6 +10,8 @@
 #include <string>
 #include <type_traits>
 
+#include "nn/attention.h"
+#include "util/error.h"
 #include "util/system.h"
 
 namespace longctx::bench {
@@ -65,6 +67,15 @@ inline std::string flag(int argc, char** argv, const std::string& name, const st
 
 // Every argument must be "--name value" with a name in `known`: --help (or -h) prints `usage`
 // and exits 0, anything else prints it and exits 2, before any work starts.
+// --attention fused|blocked: which CPU attention kernel the run uses (the previous one, blocked,
+// is the same run's "before"). Sets it and returns its name.
+inline std::string attention_flag(int argc, char** argv) {
+  const std::string impl = flag(argc, argv, "attention", "fused");
+  LCX_CHECK(impl == "fused" || impl == "blocked", "--attention must be fused or blocked, got '", impl, "'");
+  set_attention_impl(impl == "fused" ? AttentionImpl::fused : AttentionImpl::blocked);
+  return impl;
+}
+
 inline void check_flags(int argc, char** argv, std::initializer_list<const char*> known, const char* usage) {
   for (int i = 1; i < argc; i += 2) {
     std::string a = argv[i];

@@ -37,18 +37,18 @@ struct Row {
   int64_t rss, state, params;
 };
 
-// own_mixer: load --model's trained weights (see the header); otherwise random weights.
+// own_mixer: the model's trained weights (see the header); otherwise random weights, seed 0.
+CausalLM make_model(const ModelConfig& c, const std::string& model_dir, bool own_mixer) {
+  torch::manual_seed(0);
+  CausalLM m = !model_dir.empty() && own_mixer ? load_pretrained(model_dir, {"model.mixer=" + c.mixer.dump()}).model
+                                               : CausalLM(c);
+  m->eval();
+  return m;
+}
+
 Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int64_t len, int64_t chunk,
         const std::string& trace = "") {
-  torch::manual_seed(0);
-  CausalLM m{nullptr};
-  if (!model_dir.empty() && own_mixer) {
-    std::string mixer = "model.mixer=" + c.mixer.dump();
-    m = load_pretrained(model_dir, {mixer}).model;
-  } else {
-    m = CausalLM(c);
-  }
-  m->eval();
+  CausalLM m = make_model(c, model_dir, own_mixer);
   Session s(m, chunk);
   auto toks = torch::randint(0, c.vocab_size, {len}, torch::kInt64);
   std::vector<int64_t> v(toks.data_ptr<int64_t>(), toks.data_ptr<int64_t>() + len);
@@ -68,10 +68,7 @@ Row run(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int6
 // forward call (the decode path), timed over `n` generated tokens.
 Row decode(const ModelConfig& c, const std::string& model_dir, bool own_mixer, int64_t context, int64_t n,
            int64_t chunk, const std::string& trace = "") {
-  torch::manual_seed(0);
-  CausalLM m = !model_dir.empty() && own_mixer ? load_pretrained(model_dir, {"model.mixer=" + c.mixer.dump()}).model
-                                               : CausalLM(c);
-  m->eval();
+  CausalLM m = make_model(c, model_dir, own_mixer);
   Session s(m, chunk);
   auto toks = torch::randint(0, c.vocab_size, {context}, torch::kInt64);
   s.feed(std::vector<int64_t>(toks.data_ptr<int64_t>(), toks.data_ptr<int64_t>() + context));
@@ -100,9 +97,7 @@ int main(int argc, char** argv) {
                      "                    [--attention fused|blocked]\n");
   int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
   tune_allocator();
-  const std::string impl = bench::flag(argc, argv, "attention", "fused");
-  LCX_CHECK(impl == "fused" || impl == "blocked", "bench_stream: --attention must be fused or blocked, got '", impl, "'");
-  set_attention_impl(impl == "fused" ? AttentionImpl::fused : AttentionImpl::blocked);
+  const std::string impl = bench::attention_flag(argc, argv);
   std::string model_dir = bench::flag(argc, argv, "model", "");
   ModelConfig base;
   // The parent runs no tensor code before forking (a forked child must not inherit a started

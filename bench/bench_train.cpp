@@ -8,7 +8,6 @@
 
 #include "bench_common.h"
 #include "model/lm.h"
-#include "nn/attention.h"
 #include "train/config.h"
 #include "train/optim.h"
 
@@ -18,9 +17,7 @@ int main(int argc, char** argv) {
   bench::check_flags(argc, argv, {"threads", "config", "batch", "seq", "steps", "attention"},
                      "usage: bench_train [--config configs/transformer-tiny.json] [--batch B] [--seq T] [--steps N] [--threads N]\n"
                      "                   [--attention fused|blocked]\n");
-  const std::string impl = bench::flag(argc, argv, "attention", "fused");
-  LCX_CHECK(impl == "fused" || impl == "blocked", "bench_train: --attention must be fused or blocked, got '", impl, "'");
-  set_attention_impl(impl == "fused" ? AttentionImpl::fused : AttentionImpl::blocked);
+  bench::attention_flag(argc, argv);
   int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
   auto cfg = RunConfig::from_file(bench::flag(argc, argv, "config", "configs/transformer-tiny.json"));
   int64_t B = std::atoll(bench::flag(argc, argv, "batch", std::to_string(cfg.train.batch_size)).c_str());

@@ -178,6 +178,28 @@ inline void visible_columns(const Mask& m, const Segment& g, int64_t c0, int64_t
   e -= c0;
 }
 
+// One tile of scores: S [n x w] = scale Q K^T for keys [c0, c1) of segment g, the block's
+// queries from i0 on. Columns a row cannot see are 0; visit(r, x, len) gets each row that sees
+// at least one key with its visible scores x[0, len) (a row that sees none stays all 0).
+template <typename T, typename Visit>
+void score_tile(const Mask& m, const Segment& g, T scale, int64_t n, int64_t dk, const T* Q, int64_t ldq,
+                const T* K, int64_t ldk, int64_t i0, int64_t c0, int64_t c1, T* S, Visit&& visit) {
+  const int64_t w = c1 - c0;
+  gemm<T>(false, true, n, w, dk, scale, Q, ldq, K, ldk, T(0), S, w);
+  for (int64_t r = 0; r < n; ++r) {
+    T* row = S + r * w;
+    int64_t a, e;
+    visible_columns(m, g, c0, c1, m.q_pos[i0 + r], a, e);
+    if (a >= e) {
+      std::fill(row, row + w, T(0));
+      continue;
+    }
+    std::fill(row, row + a, T(0));
+    std::fill(row + e, row + w, T(0));
+    visit(r, row + a, e - a);
+  }
+}
+
 int64_t sink_keys(const Shape& s, const Mask& m) {
   if (!m.split_sinks || m.n_sink <= 0) return 0;
   return std::lower_bound(m.k_pos, m.k_pos + s.Tk, m.n_sink) - m.k_pos;
@@ -203,30 +225,22 @@ void attention_forward(const Shape& s, const Mask& m, T scale, Strided<const T> 
       const int nseg = plan(s, m, n_sinkk, i0, n, seg);
       for (int gi = 0; gi < nseg; ++gi) {
         const Segment& g = seg[gi];
-        const T* Q = (g.sink && q_sink.p ? q_sink : q).row(b, h, i0);
-        const int64_t ldq = (g.sink && q_sink.p ? q_sink : q).s2;
+        const auto& qs = g.sink && q_sink.p ? q_sink : q;  // sinks are scored with q_sink when given
+        const T* Q = qs.row(b, h, i0);
+        const int64_t ldq = qs.s2;
         for (int64_t c0 = g.k0; c0 < g.k1; c0 += kKChunk) {
           const int64_t c1 = std::min(c0 + kKChunk, g.k1), w = c1 - c0;
-          gemm<T>(false, true, n, w, s.dk, scale, Q, ldq, k.row(b, hk, c0), k.s2, T(0), S.data(), w);
-          for (int64_t r = 0; r < n; ++r) {
-            T* row = S.data() + r * w;
-            int64_t a, e;
-            visible_columns(m, g, c0, c1, m.q_pos[i0 + r], a, e);
-            if (a >= e) {
-              std::fill(row, row + w, T(0));
-              continue;
-            }
-            const T mnew = std::max(mx[r], row_max(row + a, e - a));
-            if (mnew > mx[r] && l[r] > 0) {  // rescale what was summed under the old max
-              const T c = std::exp(mx[r] - mnew);
-              l[r] *= c;
-              for (int64_t j = 0; j < s.dv; ++j) acc[r * s.dv + j] *= c;
-            }
-            mx[r] = mnew;
-            std::fill(row, row + a, T(0));
-            std::fill(row + e, row + w, T(0));
-            l[r] += exp_sub_sum(row + a, e - a, mnew);
-          }
+          score_tile<T>(m, g, scale, n, s.dk, Q, ldq, k.row(b, hk, c0), k.s2, i0, c0, c1, S.data(),
+                        [&](int64_t r, T* x, int64_t len) {
+                          const T mnew = std::max(mx[r], row_max(x, len));
+                          if (mnew > mx[r] && l[r] > 0) {  // rescale what was summed under the old max
+                            const T c = std::exp(mx[r] - mnew);
+                            l[r] *= c;
+                            for (int64_t j = 0; j < s.dv; ++j) acc[r * s.dv + j] *= c;
+                          }
+                          mx[r] = mnew;
+                          l[r] += exp_sub_sum(x, len, mnew);
+                        });
           gemm<T>(false, false, n, s.dv, w, T(1), S.data(), w, v.row(b, hk, c0), v.s2, T(1), acc.data(), s.dv);
         }
       }
@@ -273,19 +287,11 @@ void attention_backward(const Shape& s, const Mask& m, T scale, Strided<const T>
             const int64_t lddq = use_sink ? dq_sink.s2 : dq.s2;
             for (int64_t c0 = g.k0; c0 < g.k1; c0 += kKChunk) {
               const int64_t c1 = std::min(c0 + kKChunk, g.k1), w = c1 - c0;
-              gemm<T>(false, true, n, w, s.dk, scale, Q, ldq, k.row(b, hk, c0), k.s2, T(0), P.data(), w);
-              for (int64_t r = 0; r < n; ++r) {
-                T* row = P.data() + r * w;
-                int64_t a, e;
-                visible_columns(m, g, c0, c1, m.q_pos[i0 + r], a, e);
-                if (a >= e || !std::isfinite(L[r])) {
-                  std::fill(row, row + w, T(0));
-                  continue;
-                }
-                std::fill(row, row + a, T(0));
-                std::fill(row + e, row + w, T(0));
-                exp_sub_sum(row + a, e - a, L[r]);
-              }
+              score_tile<T>(m, g, scale, n, s.dk, Q, ldq, k.row(b, hk, c0), k.s2, i0, c0, c1, P.data(),
+                            [&](int64_t r, T* x, int64_t len) {  // the forward's probabilities, from its lse
+                              if (std::isfinite(L[r])) exp_sub_sum(x, len, L[r]);
+                              else std::fill(x, x + len, T(0));
+                            });
               // dV += P^T dO;  dP = dO V^T;  dS = P (dP - D);  dQ += scale dS K;  dK += scale dS^T Q
               gemm<T>(true, false, w, s.dv, n, T(1), P.data(), w, dO, dout.s2, T(1), dv.row(b, hk, c0), dv.s2);
               gemm<T>(false, true, n, w, s.dv, T(1), dO, dout.s2, v.row(b, hk, c0), v.s2, T(0), dP.data(), w);
