@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 LONGCTX := $(BUILD)/longctx
 
-.PHONY: all setup data build build-cli build-test test demo bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1 recipe-dnet-passkey fuzz
+.PHONY: all setup data build build-cli build-test test demo demo-full bench clean recipe-tiny recipe-infini-passkey recipe-fam-passkey recipe-megalodon recipe-rho1 recipe-longrope recipe-beacon recipe-ruler-mix recipe-ruler-niah1 recipe-dnet-passkey fuzz
 
 all: build
 
@@ -34,6 +34,11 @@ test: data build-test
 
 demo: data build-cli
 	./scripts/demo.sh
+
+# The long tour: training from scratch (600 steps), 1M-token passkey prompts and streams, the
+# whole of Moby Dick through MEGALODON, the results table at longer lengths (about an hour here).
+demo-full: data build-cli
+	DEMO_FULL=1 ./scripts/demo.sh
 
 bench: data build
 	./scripts/bench.sh

@@ -1,5 +1,5 @@
-// longctx eval ppl | passkey: bits per byte over a long document at several contexts, and
-// passkey retrieval by length and depth.
+// longctx eval ppl | passkey | passkey-trace | suite: bits per byte over a long document at several contexts,
+// passkey retrieval by length and depth, how an early key fades, and several models in one table.
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "eval/passkey.h"
 #include "eval/ppl.h"
+#include "eval/suite.h"
 #include "io/fs.h"
 #include "model/pretrained.h"
 #include "util/error.h"
@@ -31,6 +32,12 @@ struct PasskeyArgs {
   std::string model, lengths = "4096,32768", depths = "0,25,50,75,100", out, device = "cpu";
   std::vector<std::string> sets;
   PasskeyEvalOptions o;
+};
+
+struct SuiteArgs {
+  std::string models, labels, passkey_lengths = "4096", depths = "0,50,100", ruler_lengths, ruler_tasks = "niah_single_1",
+              ppl_data = "val", ppl_context = "trained", out, title;
+  SuiteOptions o;
 };
 
 struct TraceArgs {
@@ -131,6 +138,39 @@ int run_passkey(PasskeyArgs a, int threads) {
   return 0;
 }
 
+int run_suite_cmd(SuiteArgs a) {
+  auto& o = a.o;
+  o.passkey_lengths = a.passkey_lengths == "none" ? std::vector<int64_t>{} : parse_lengths(a.passkey_lengths, "--passkey-lengths");
+  o.depths = parse_depths(a.depths);
+  o.ruler_lengths = a.ruler_lengths.empty() ? std::vector<int64_t>{} : parse_lengths(a.ruler_lengths, "--ruler-lengths");
+  o.ruler_tasks = split_commas(a.ruler_tasks);
+  if (a.ppl_context == "trained") {
+    o.ppl_context = -1;
+  } else {
+    auto c = parse_lengths(a.ppl_context, "--ppl-context");
+    LCX_CHECK(c.size() == 1, "--ppl-context: one context ('trained', a length or 'all'), got '", a.ppl_context, "'");
+    o.ppl_context = c[0];
+  }
+  if (a.ppl_data != "none") {
+    const std::string data = a.ppl_data;
+    o.ppl_text = [data](const std::string& dir) { return eval_text(data, dir); };
+  }
+  o.out = a.out;
+  o.log = [](const std::string& s) { std::fprintf(stderr, "suite: %s\n", s.c_str()); };
+  auto rows = run_suite(split_commas(a.models), split_commas(a.labels), o);
+  nlohmann::json all = nlohmann::json::array();
+  for (auto& r : rows) all.push_back(r.to_json());
+  const std::string md = suite_markdown(rows);
+  write_file_atomic(a.out + "/table.json",
+                    nlohmann::json({{"settings", o.settings()}, {"ppl_data", a.ppl_data}, {"rows", all}}).dump(2) + "\n");
+  write_file_atomic(a.out + "/table.md", md);
+  write_file_atomic(a.out + "/table.svg",
+                    suite_heatmap(rows, a.title.empty() ? "passkey accuracy and RULER score by model and length" : a.title));
+  std::printf("%s", md.c_str());
+  std::printf("wrote %s/table.md, table.json, table.svg (passkey details in %s/MODEL/)\n", a.out.c_str(), a.out.c_str());
+  return 0;
+}
+
 int run_trace(TraceArgs a) {
   auto p = load_pretrained(a.model, a.sets);
   auto& o = a.o;
@@ -226,6 +266,30 @@ void add_eval(CLI::App& app, Commands& cmds, const Globals& g) {
   pkc->add_option("--set", pk->sets, "override a model config field");
   pkc->add_option("--device", pk->device, "cpu or cuda");
   cmds.push_back({pkc, [pk, &g] { return run_passkey(*pk, g.threads); }});
+
+  auto su = std::make_shared<SuiteArgs>();
+  auto* suc = ev->add_subcommand(
+      "suite", "several models measured the same way, one table: held-out bits per byte, tokens/s and state bytes "
+               "streaming at batch 1 (beside full attention's KV cache), passkey and RULER by length (resumable; "
+               "table.md, table.json, table.svg)");
+  suc->add_option("--models", su->models, "comma-separated model folders")->required();
+  suc->add_option("--labels", su->labels, "comma-separated row names (default: the folder names)");
+  suc->add_option("--passkey-lengths", su->passkey_lengths, "passkey prompt lengths in tokens, or none");
+  suc->add_option("--depths", su->depths, "passkey depths in percent");
+  suc->add_option("--samples", su->o.passkey_samples, "passkey prompts per length and depth");
+  suc->add_option("--ruler-lengths", su->ruler_lengths, "RULER lengths in tokens (default: no RULER)");
+  suc->add_option("--ruler-tasks", su->ruler_tasks, "comma-separated RULER tasks (those needing no QA files)");
+  suc->add_option("--ruler-samples", su->o.ruler_samples, "RULER samples per task and length");
+  suc->add_option("--stream-tokens", su->o.stream_tokens,
+                  "random tokens streamed at batch 1 for tokens/s and state bytes (0: the longest passkey length; -1: none)");
+  suc->add_option("--chunk", su->o.chunk, "tokens per forward call");
+  suc->add_option("--ppl-data", su->ppl_data, "held-out text for bits per byte: val (each model's held-out documents), a corpus, or none");
+  suc->add_option("--ppl-context", su->ppl_context, "context of the bits per byte: trained (each model's data.seq_len), a length, or all");
+  suc->add_option("--ppl-bytes", su->o.ppl_bytes, "first bytes of that text (0 = all)");
+  suc->add_option("--seed", su->o.seed, "seed of the keys, RULER's samples and the streamed tokens");
+  suc->add_option("--title", su->title, "heatmap title");
+  suc->add_option("--out", su->out, "folder for table.md, table.json, table.svg, rows/ and per-model details")->required();
+  cmds.push_back({suc, [su] { return run_suite_cmd(*su); }});
 
   auto tr = std::make_shared<TraceArgs>();
   auto* trc = ev->add_subcommand("passkey-trace",

@@ -33,7 +33,7 @@ struct Command {
 using Commands = std::vector<Command>;
 
 void add_train(CLI::App& app, Commands& cmds, const Globals& g);
-void add_eval(CLI::App& app, Commands& cmds, const Globals& g);  // eval ppl, eval passkey
+void add_eval(CLI::App& app, Commands& cmds, const Globals& g);  // eval ppl, passkey, passkey-trace, suite
 void add_generate(CLI::App& app, Commands& cmds);
 void add_info(CLI::App& app, Commands& cmds);
 void add_compare(CLI::App& app, Commands& cmds);

@@ -89,7 +89,10 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
 
 std::string svg_heatmap(const std::vector<std::string>& rows, const std::vector<std::string>& cols,
                         const std::vector<std::vector<double>>& values, const PlotOptions& o) {
-  const int L = 90, T = 40, R = 20, Bm = 60;
+  // The left margin holds the longest row label (about 7 px a character at 12 px sans-serif).
+  size_t longest = 0;
+  for (auto& r : rows) longest = std::max(longest, r.size());
+  const int L = std::max(90, 36 + 7 * int(longest)), T = 40, R = 20, Bm = 60;
   const int cw = std::max(60, (o.width - L - R) / std::max<int>(1, int(cols.size())));
   const int ch = 34;
   const int W = L + R + cw * int(cols.size()), H = T + Bm + ch * int(rows.size());
