@@ -61,6 +61,31 @@ TEST(Rope, Float32AnglesStayAccurateAtMillionsOfPositions) {
   EXPECT_LT(max_abs_diff(y32, y64), 1e-5);
 }
 
+TEST(Rope, FewPositionsAgreeWithTheTensorPathWithAndWithoutScaling) {
+  // Up to 16 positions on the CPU take a direct path (cos/sin from the positions, no tensor ops):
+  // it must give what rotate(angles) gives, for both layouts, dtypes, scaling and LongRoPE's n-hat.
+  for (bool inter : {false, true})
+    for (bool scaled : {false, true})
+      for (auto dt : {torch::kFloat32, torch::kFloat64}) {
+        RopeOptions o;
+        o.dim = 16;
+        o.interleaved = inter;
+        Rope r(o);
+        torch::manual_seed(7);
+        if (scaled) r.set_scaling(1 + 3 * torch::rand({8}, torch::kFloat64), 1.1, 100);
+        for (int64_t T : {1, 5, 16}) {
+          auto x = torch::randn({2, T, 3, 16}, dt);
+          auto pos = torch::tensor(std::vector<int64_t>{0, 99, 100, 999983, 123456789, 7, 8, 9, 10, 11, 12, 13, 14,
+                                                        15, 16, 17})
+                         .narrow(0, 0, T);
+          auto fast = r.apply(x, pos, 1);
+          auto general = r.rotate(x, r.angles(pos), r.attention_scale(), 1);
+          EXPECT_LT(max_abs_diff(fast, general), dt == torch::kFloat64 ? 1e-12 : 2e-6)
+              << "interleaved " << inter << " scaled " << scaled << " T " << T;
+        }
+      }
+}
+
 namespace {
 // Naive float64 reference: explicit loops over queries and keys.
 torch::Tensor naive(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& qp,

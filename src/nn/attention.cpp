@@ -68,30 +68,42 @@ torch::Tensor heads_last(int64_t B, int64_t H, int64_t T, int64_t d, const torch
   return torch::zeros({B, T, H, d}, to).permute({0, 2, 1, 3});
 }
 
+// The fused kernel's forward: the output and one log-sum-exp per query, with q, k, v (and q_sink)
+// as the kernel read them (what backward needs).
+struct ForwardPass {
+  torch::Tensor q, k, v, q_sink, out, lse;
+};
+ForwardPass forward_pass(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor q_sink,
+                         const torch::Tensor& qp, const torch::Tensor& kp, int64_t window, int64_t n_sink,
+                         double scale) {
+  q = rows(q), k = rows(k), v = rows(v);
+  // libtorch's Function takes no undefined input: no q_sink arrives as an empty tensor.
+  q_sink = q_sink.defined() && q_sink.numel() ? rows(q_sink) : torch::Tensor();
+  auto s = shape_of(q, k, v);
+  auto m = mask_of(qp, kp, window, n_sink, q_sink.defined());
+  auto out = torch::empty({s.B, s.Tq, s.H, s.dv}, q.options()).permute({0, 2, 1, 3});
+  auto lse = torch::empty({s.B, s.H, s.Tq}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_forward", [&] {
+    kernel::attention_forward<scalar_t>(s, m, scalar_t(scale), strided<const scalar_t>(q),
+                                        strided<const scalar_t>(q_sink), strided<const scalar_t>(k),
+                                        strided<const scalar_t>(v), strided<scalar_t>(out), lse.data_ptr<scalar_t>());
+  });
+  return {q, k, v, q_sink, out, lse};
+}
+
 // The fused kernel as an autograd function: forward keeps only q, k, v, the output and one
 // log-sum-exp per query; backward recomputes each score tile (no T x T tensor either way).
 struct FusedAttention : torch::autograd::Function<FusedAttention> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor q, torch::Tensor k,
                                torch::Tensor v, torch::Tensor q_sink, torch::Tensor qp, torch::Tensor kp,
                                int64_t window, int64_t n_sink, double scale) {
-    q = rows(q), k = rows(k), v = rows(v);
-    // libtorch's Function takes no undefined input: no q_sink arrives as an empty tensor.
-    q_sink = q_sink.numel() ? rows(q_sink) : torch::Tensor();
-    auto s = shape_of(q, k, v);
-    auto m = mask_of(qp, kp, window, n_sink, q_sink.defined());
-    auto out = torch::empty({s.B, s.Tq, s.H, s.dv}, q.options()).permute({0, 2, 1, 3});
-    auto lse = torch::empty({s.B, s.H, s.Tq}, q.options());
-    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_forward", [&] {
-      kernel::attention_forward<scalar_t>(s, m, scalar_t(scale), strided<const scalar_t>(q),
-                                          strided<const scalar_t>(q_sink), strided<const scalar_t>(k),
-                                          strided<const scalar_t>(v), strided<scalar_t>(out),
-                                          lse.data_ptr<scalar_t>());
-    });
-    ctx->save_for_backward({q, k, v, q_sink.defined() ? q_sink : torch::empty({0}, q.options()), qp, kp, out, lse});
+    auto f = forward_pass(q, k, v, q_sink, qp, kp, window, n_sink, scale);
+    ctx->save_for_backward(
+        {f.q, f.k, f.v, f.q_sink.defined() ? f.q_sink : torch::empty({0}, q.options()), qp, kp, f.out, f.lse});
     ctx->saved_data["window"] = window;
     ctx->saved_data["n_sink"] = n_sink;
     ctx->saved_data["scale"] = scale;
-    return out;
+    return f.out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -136,6 +148,14 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   if (q.device().is_cpu() && g_impl == AttentionImpl::fused) {
     if (Tq == 0) return torch::zeros({q.size(0), q.size(1), 0, v.size(3)}, q.options());
     const auto dt = q.scalar_type();
+    // No gradient wanted (streaming, decoding): the kernel without an autograd node.
+    const bool grad = torch::GradMode::is_enabled() &&
+                      (q.requires_grad() || k.requires_grad() || v.requires_grad() ||
+                       (q_sink.defined() && q_sink.requires_grad()));
+    if (!grad && (dt == torch::kFloat || dt == torch::kDouble))
+      return forward_pass(q, k.to(dt), v.to(dt), q_sink.defined() ? q_sink.to(dt) : torch::Tensor(), qp, kp, o.window,
+                          o.n_sink, scale)
+          .out;
     if (dt == torch::kFloat || dt == torch::kDouble)
       return FusedAttention::apply(q, k.to(dt), v.to(dt), q_sink.defined() ? q_sink.to(dt) : torch::empty({0}, q.options()),
                                    qp, kp, o.window, o.n_sink, scale);

@@ -16,30 +16,46 @@ namespace {
 
 constexpr int64_t kGrain = 16;  // rows per parallel task
 
+// An autograd Function costs a node, saved tensors and bookkeeping per call even under no_grad;
+// streaming and decoding (one token per call) skip it when no gradient is wanted.
+template <class... T>
+bool needs_grad(const T&... t) {
+  return torch::GradMode::is_enabled() && (t.requires_grad() || ...);
+}
+
 // ---------------------------------------------------------------- RMSNorm
+// y and the per-row 1 / rms (r), one pass.
+torch::Tensor rms_norm_forward(const torch::Tensor& x0, const torch::Tensor& w0, double eps, torch::Tensor* r_out) {
+  auto x = x0.contiguous(), w = w0.contiguous();
+  int64_t n = x.size(-1), rows = x.numel() / n;
+  auto y = torch::empty_like(x);
+  auto r = torch::empty({rows}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rms_norm_fwd", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    scalar_t* rp = r.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const scalar_t* xr = xp + i * n;
+        double ss = 0;
+        for (int64_t j = 0; j < n; ++j) ss += double(xr[j]) * xr[j];
+        scalar_t ri = static_cast<scalar_t>(1.0 / std::sqrt(ss / n + eps));
+        rp[i] = ri;
+        scalar_t* yr = yp + i * n;
+        for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] * ri * wp[j];
+      }
+    });
+  });
+  if (r_out) *r_out = r;
+  return y;
+}
+
 struct RMSNormFn : torch::autograd::Function<RMSNormFn> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x0, const torch::Tensor& w0, double eps) {
     auto x = x0.contiguous(), w = w0.contiguous();
-    int64_t n = x.size(-1), rows = x.numel() / n;
-    auto y = torch::empty_like(x);
-    auto r = torch::empty({rows}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rms_norm_fwd", [&] {
-      const scalar_t* xp = x.data_ptr<scalar_t>();
-      const scalar_t* wp = w.data_ptr<scalar_t>();
-      scalar_t* yp = y.data_ptr<scalar_t>();
-      scalar_t* rp = r.data_ptr<scalar_t>();
-      at::parallel_for(0, rows, kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          const scalar_t* xr = xp + i * n;
-          double ss = 0;
-          for (int64_t j = 0; j < n; ++j) ss += double(xr[j]) * xr[j];
-          scalar_t ri = static_cast<scalar_t>(1.0 / std::sqrt(ss / n + eps));
-          rp[i] = ri;
-          scalar_t* yr = yp + i * n;
-          for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] * ri * wp[j];
-        }
-      });
-    });
+    torch::Tensor r;
+    auto y = rms_norm_forward(x, w, eps, &r);
     ctx->save_for_backward({x, w, r});
     return y;
   }
@@ -81,27 +97,32 @@ struct RMSNormFn : torch::autograd::Function<RMSNormFn> {
 };
 
 // ---------------------------------------------------------------- SwiGLU activation
+torch::Tensor swiglu_forward(const torch::Tensor& gu0) {
+  auto gu = gu0.contiguous();
+  int64_t h2 = gu.size(-1), h = h2 / 2, rows = gu.numel() / h2;
+  auto sizes = gu.sizes().vec();
+  sizes.back() = h;
+  auto y = torch::empty(sizes, gu.options());
+  AT_DISPATCH_FLOATING_TYPES(gu.scalar_type(), "swiglu_fwd", [&] {
+    const scalar_t* p = gu.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const scalar_t* g = p + i * h2;
+        const scalar_t* u = g + h;
+        scalar_t* o = yp + i * h;
+        for (int64_t j = 0; j < h; ++j) o[j] = g[j] / (scalar_t(1) + std::exp(-g[j])) * u[j];
+      }
+    });
+  });
+  return y;
+}
+
 struct SwiGLUFn : torch::autograd::Function<SwiGLUFn> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& gu0) {
     auto gu = gu0.contiguous();
-    int64_t h2 = gu.size(-1), h = h2 / 2, rows = gu.numel() / h2;
-    auto sizes = gu.sizes().vec();
-    sizes.back() = h;
-    auto y = torch::empty(sizes, gu.options());
-    AT_DISPATCH_FLOATING_TYPES(gu.scalar_type(), "swiglu_fwd", [&] {
-      const scalar_t* p = gu.data_ptr<scalar_t>();
-      scalar_t* yp = y.data_ptr<scalar_t>();
-      at::parallel_for(0, rows, kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          const scalar_t* g = p + i * h2;
-          const scalar_t* u = g + h;
-          scalar_t* o = yp + i * h;
-          for (int64_t j = 0; j < h; ++j) o[j] = g[j] / (scalar_t(1) + std::exp(-g[j])) * u[j];
-        }
-      });
-    });
     ctx->save_for_backward({gu});
-    return y;
+    return swiglu_forward(gu);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto gu = ctx->get_saved_variables()[0];
@@ -198,6 +219,7 @@ torch::Tensor fused_rms_norm(const torch::Tensor& x, const torch::Tensor& weight
   if (!x.device().is_cpu() || !(x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64) ||
       x.scalar_type() != weight.scalar_type())
     return rms_norm_reference(x, weight, eps);
+  if (!needs_grad(x, weight)) return rms_norm_forward(x, weight, eps, nullptr);
   return RMSNormFn::apply(x, weight, eps);
 }
 
@@ -211,6 +233,7 @@ torch::Tensor fused_swiglu(const torch::Tensor& gu) {
   LCX_CHECK(gu.size(-1) % 2 == 0, "swiglu: last dimension ", gu.size(-1), " must be even");
   if (!gu.device().is_cpu() || !(gu.scalar_type() == torch::kFloat32 || gu.scalar_type() == torch::kFloat64))
     return swiglu_reference(gu);
+  if (!needs_grad(gu)) return swiglu_forward(gu);
   return SwiGLUFn::apply(gu);
 }
 
@@ -224,6 +247,7 @@ torch::Tensor fused_rope(const torch::Tensor& x, const torch::Tensor& cos, const
             "rope: x must be [B, T, H, d] with cos/sin [T, d/2]");
   if (!x.device().is_cpu() || !(x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64))
     return rope_reference(x, cos, sin, inter);
+  if (!needs_grad(x, cos, sin)) return rope_apply(x, cos, sin, inter, 1.0);
   return RopeFn::apply(x, cos, sin, inter);
 }
 

@@ -1,5 +1,9 @@
 #include "nn/rope.h"
 
+#include <ATen/Dispatch.h>
+
+#include <cmath>
+
 #include "nn/fused.h"
 #include "util/error.h"
 
@@ -32,6 +36,33 @@ torch::Tensor Rope::angles(const torch::Tensor& pos) const {
 torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos, int64_t time_dim) const {
   int64_t td = time_dim < 0 ? x.dim() + time_dim : time_dim;
   LCX_CHECK(pos.numel() == x.size(td), "rope: ", pos.numel(), " positions for ", x.size(td), " tokens");
+  // A few positions on the CPU (decoding, small chunks): cos and sin straight from the positions,
+  // in double as angles() computes them, instead of six tensor ops and two conversions per call.
+  constexpr int64_t kFewPositions = 16;
+  if (x.dim() == 4 && td == 1 && x.device().is_cpu() && pos.device().is_cpu() && pos.numel() <= kFewPositions &&
+      (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble) && o_.dim == x.size(-1)) {
+    const int64_t T = pos.numel(), h = o_.dim / 2;
+    auto p = pos.to(torch::kInt64).contiguous();
+    auto f = inv_freq_.contiguous(), f0 = inv_freq_plain_.contiguous();
+    const int64_t* pp = p.data_ptr<int64_t>();
+    const double* fp = f.data_ptr<double>();
+    const double* fp0 = f0.data_ptr<double>();
+    auto cs = torch::empty({2, T, h}, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rope_few", [&] {
+      scalar_t* c = cs.data_ptr<scalar_t>();
+      scalar_t* sn = c + T * h;
+      for (int64_t t = 0; t < T; ++t) {
+        const double pt = double(pp[t]);
+        const double* fr = (n_hat_ > 0 && pt < double(n_hat_)) ? fp0 : fp;
+        for (int64_t i = 0; i < h; ++i) {
+          const double a = pt * fr[i];
+          c[t * h + i] = static_cast<scalar_t>(std::cos(a) * attn_scale_);
+          sn[t * h + i] = static_cast<scalar_t>(std::sin(a) * attn_scale_);
+        }
+      }
+    });
+    return fused_rope(x, cs[0], cs[1], o_.interleaved);
+  }
   return rotate(x, angles(pos), attn_scale_, time_dim);
 }
 
