@@ -74,3 +74,24 @@ TEST(Stacked, OneRowProductIsAMatrixVectorProductEqualToTheGemm) {
     EXPECT_LT((gx[1] - ref[1]).abs().max().item<double>(), 1e-5);
   }
 }
+
+TEST(Stacked, OneRowWithoutGradientIsTheFloat64ProductInBothDtypes) {
+  // Without autograd a row goes straight to BLAS's GEMV: checked against a float64 product, for
+  // float and double, every row shape, odd sizes, and a weight that is a view (not contiguous).
+  torch::NoGradGuard ng;
+  for (auto dt : {torch::kFloat32, torch::kFloat64})
+    for (auto shape : {std::vector<int64_t>{37}, std::vector<int64_t>{1, 37}, std::vector<int64_t>{1, 1, 37}}) {
+      auto w = torch::randn({53, 37}, dt);
+      auto x = torch::randn(shape, dt);
+      auto want = torch::matmul(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
+      auto y = matmul_t(x, w);
+      ASSERT_EQ(y.sizes(), want.sizes());
+      EXPECT_EQ(y.scalar_type(), dt);
+      EXPECT_LT((y.to(torch::kFloat64) - want).abs().max().item<double>(), dt == torch::kFloat64 ? 1e-12 : 1e-4);
+      auto wide = torch::randn({53, 74}, dt);
+      auto wv = wide.narrow(1, 0, 37);  // strided rows: the general path
+      auto want2 = torch::matmul(x.to(torch::kFloat64), wv.to(torch::kFloat64).t());
+      EXPECT_LT((matmul_t(x, wv).to(torch::kFloat64) - want2).abs().max().item<double>(),
+                dt == torch::kFloat64 ? 1e-12 : 1e-4);
+    }
+}

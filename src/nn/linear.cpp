@@ -1,6 +1,9 @@
 #include "nn/linear.h"
 
+#include <climits>
 #include <cmath>
+
+#include "nn/blas.h"
 
 namespace longctx {
 namespace {
@@ -23,6 +26,22 @@ torch::Tensor matmul_t(const torch::Tensor& x, const torch::Tensor& w) {
       // One row (a decoded token): a matrix-vector product. A GEMM would first pack all of w.
       auto sizes = x.sizes().vec();
       sizes.back() = w.size(0);
+      const bool grad = torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad());
+      if (!grad && w.is_contiguous() && x.is_contiguous() && w.size(1) == x.size(-1) && w.numel() > 0 && w.numel() < INT_MAX &&
+          (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble)) {
+        // Straight to BLAS: mv's dispatch, reshapes and checks cost as much as a small GEMV here.
+        auto y = torch::empty(sizes, x.options());
+        const char t = 'T';  // row-major w [out, in] is the column-major A [in, out]: y = A^T x
+        const int M = int(w.size(1)), N = int(w.size(0)), one = 1;
+        if (x.scalar_type() == torch::kFloat) {
+          const float a = 1, b = 0;
+          sgemv_(&t, &M, &N, &a, w.data_ptr<float>(), &M, x.data_ptr<float>(), &one, &b, y.data_ptr<float>(), &one);
+        } else {
+          const double a = 1, b = 0;
+          dgemv_(&t, &M, &N, &a, w.data_ptr<double>(), &M, x.data_ptr<double>(), &one, &b, y.data_ptr<double>(), &one);
+        }
+        return y;
+      }
       return torch::mv(w, x.reshape({-1})).view(sizes);
     }
     return torch::matmul(x, w.t());
