@@ -49,7 +49,7 @@ def main():
     print("server: %s (pid %d), sessions in %s" % (url, server.pid, db))
     sid = call(url + "/v1/sessions", "POST", {})["id"]
     t0 = time.time()
-    piece = 65536
+    piece = 16384  # one line of progress every few seconds
     for at in range(0, len(book), piece):
         s = call(url + "/v1/sessions/%s/append" % sid, "POST", {"text": book[at:at + piece]})
         print("  read %7d tokens of Moby Dick  state %d bytes  %.1fs" % (s["tokens"], s["state_bytes"], time.time() - t0),
