@@ -110,6 +110,39 @@ TEST(Passkey, EvaluationWritesEveryCellAndDoesNotDependOnChunking) {
   EXPECT_NE(passkey_table(a).find("| 700 |"), std::string::npos);
 }
 
+TEST(Passkey, ALongCellReportsHowFarItHasReadWhileItReads) {
+  // A cell of a long prompt must not be silent until it ends: progress lines name the cell and
+  // the tokens read so far, increasing up to the prompt's length.
+  torch::manual_seed(1);
+  ModelConfig c;
+  c.d_model = 32, c.n_layers = 1, c.n_heads = 2, c.d_ff = 64;
+  c.mixer = nlohmann::json::parse(R"({"type": "sliding_window", "window": 64})");
+  CausalLM m(c);
+  ByteTokenizer tok;
+  PasskeyEvalOptions o;
+  o.lengths = {700};
+  o.depths = {100};
+  o.samples = 1;
+  o.chunk = 64;
+  o.progress_every = 0;
+  std::vector<std::string> lines;
+  o.log = [&](const std::string& s) { lines.push_back(s); };
+  eval_passkey(m, tok, o);
+  std::vector<int64_t> read;
+  for (auto& l : lines) {
+    auto at = l.find("length 700 depth 100%: read ");
+    if (at == std::string::npos) continue;
+    read.push_back(std::stoll(l.substr(at + 28)));
+    EXPECT_NE(l.find(" of 700 tokens"), std::string::npos) << l;
+  }
+  ASSERT_GE(read.size(), 5u);  // ~600 tokens of shared prefix in chunks of 64
+  for (size_t i = 1; i < read.size(); ++i) EXPECT_GT(read[i], read[i - 1]);
+  EXPECT_LE(read.back(), 700);
+  // The cell's own line still ends it.
+  EXPECT_NE(lines.back().find("length 700 depth 100%: "), std::string::npos) << lines.back();
+  EXPECT_NE(lines.back().find("correct"), std::string::npos) << lines.back();
+}
+
 TEST(Passkey, GrowingStateBeyondTheBudgetIsSkippedWithAReason) {
   torch::manual_seed(2);
   ModelConfig c;

@@ -1,6 +1,7 @@
 #include "eval/passkey.h"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <map>
 #include <random>
@@ -27,6 +28,11 @@ namespace {
 struct Feeder {
   CausalLM& model;
   int64_t chunk;
+  // Progress while a long prompt is read: `log` (when set) hears "{label}: read N of L tokens"
+  // at most every `every` seconds.
+  std::function<void(const std::string&)> log;
+  std::string label;
+  double last_report = 0, every = 3.0;
   torch::Tensor feed_shared(ModelState& st, const PasskeyBuilder& pk, const PasskeyPrompt& p, int64_t from,
                             int64_t n, int64_t G) {
     torch::Tensor last;
@@ -37,6 +43,11 @@ struct Feeder {
       pk.tokens(p, from + i, c, buf);
       auto t = torch::tensor(buf, torch::kInt64).view({1, c}).expand({G, c}).contiguous();
       last = step(st, t);
+      if (log && !label.empty() && now_seconds() - last_report >= every) {
+        last_report = now_seconds();
+        log(label + ": read " + std::to_string(from + i + c) + " of " + std::to_string(p.length()) + " tokens" +
+            (G > 1 ? " (" + std::to_string(G) + " prompts at once)" : std::string()));
+      }
     }
     return last;
   }
@@ -233,6 +244,8 @@ std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, con
   };
   Feeder fd{model, std::max<int64_t>(1, o.chunk)};
   const bool bounded = model->state_bounded();
+  if (o.log) fd.log = o.log;
+  fd.every = o.progress_every;
   int64_t budget = o.memory_budget > 0 ? o.memory_budget : int64_t(0.8 * double(available_memory_bytes()));
   // A growing state's bytes per token, measured (not assumed) on a short probe.
   double bytes_per_token = 0;
@@ -260,6 +273,8 @@ std::vector<PasskeyCell> eval_passkey(CausalLM& model, const Tokenizer& tok, con
       cell.length = L, cell.depth = depth, cell.samples = o.samples;
       reset_peak_rss();
       double t0 = now_seconds();
+      fd.label = "length " + std::to_string(L) + " depth " + std::to_string(int(depth)) + "%";
+      fd.last_report = t0;
       // Keys and prompts; samples grouped by prompt layout (equal for byte tokens).
       std::vector<PasskeyPrompt> prompts;
       for (int64_t i = 0; i < o.samples; ++i) {

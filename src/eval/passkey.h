@@ -25,6 +25,7 @@ struct PasskeyEvalOptions {
   int64_t key_min = 10000, key_max = 99999;
   int64_t memory_budget = 0;     // bytes a growing state may take; 0 = 80% of MemAvailable
   std::function<void(const std::string&)> log;            // progress lines (may be empty)
+  double progress_every = 3.0;  // seconds between "read N of L tokens" lines within a cell (0: every chunk)
   std::function<void(const nlohmann::json&)> on_sample;   // one record per sample (may be empty)
 };
 

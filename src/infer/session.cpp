@@ -56,7 +56,9 @@ void Session::reset() {
 torch::Tensor feed_tokens(CausalLM& model, ModelState& state, const std::vector<int64_t>& tokens, int64_t chunk,
                           const std::function<void(const torch::Tensor& hidden, size_t first)>& on_chunk) {
   LCX_CHECK(chunk > 0, "feed: chunk must be > 0");
-  torch::NoGradGuard ng;
+  // Inference mode, not only no_grad: tensors made here carry no version counter or view
+  // tracking, which is a part of every small op's cost when decoding one token per call.
+  c10::InferenceMode im;
   torch::Tensor last;
   for (size_t i = 0; i < tokens.size(); i += size_t(chunk)) {
     const int64_t n = std::min<int64_t>(chunk, int64_t(tokens.size() - i));

@@ -29,19 +29,19 @@ torch::Tensor rms_norm_forward(const torch::Tensor& x0, const torch::Tensor& w0,
   auto x = x0.contiguous(), w = w0.contiguous();
   int64_t n = x.size(-1), rows = x.numel() / n;
   auto y = torch::empty_like(x);
-  auto r = torch::empty({rows}, x.options());
+  auto r = r_out ? torch::empty({rows}, x.options()) : torch::Tensor();  // kept for backward only
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rms_norm_fwd", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
-    scalar_t* rp = r.data_ptr<scalar_t>();
+    scalar_t* rp = r.defined() ? r.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, rows, kGrain, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const scalar_t* xr = xp + i * n;
         double ss = 0;
         for (int64_t j = 0; j < n; ++j) ss += double(xr[j]) * xr[j];
         scalar_t ri = static_cast<scalar_t>(1.0 / std::sqrt(ss / n + eps));
-        rp[i] = ri;
+        if (rp) rp[i] = ri;
         scalar_t* yr = yp + i * n;
         for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] * ri * wp[j];
       }

@@ -21,7 +21,7 @@ void Rope::set_scaling(const torch::Tensor& factors, double attention_scale, int
   LCX_CHECK(factors.numel() == o_.dim / 2, "rope: ", factors.numel(), " scaling factors for ", o_.dim / 2,
             " frequencies");
   LCX_CHECK(n_hat >= 0, "rope: n_hat ", n_hat, " must be >= 0");
-  inv_freq_ = inv_freq_plain_ / factors.to(torch::kFloat64);
+  inv_freq_ = (inv_freq_plain_ / factors.to(torch::kFloat64)).contiguous();
   attn_scale_ = attention_scale;
   n_hat_ = n_hat;
 }
@@ -36,32 +36,55 @@ torch::Tensor Rope::angles(const torch::Tensor& pos) const {
 torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos, int64_t time_dim) const {
   int64_t td = time_dim < 0 ? x.dim() + time_dim : time_dim;
   LCX_CHECK(pos.numel() == x.size(td), "rope: ", pos.numel(), " positions for ", x.size(td), " tokens");
-  // A few positions on the CPU (decoding, small chunks): cos and sin straight from the positions,
-  // in double as angles() computes them, instead of six tensor ops and two conversions per call.
+  // A few positions on the CPU without autograd (decoding, small chunks): cos and sin straight
+  // from the positions, in double as angles() computes them, and x rotated in one loop, instead
+  // of a dozen tensor ops and conversions per call.
   constexpr int64_t kFewPositions = 16;
-  if (x.dim() == 4 && td == 1 && x.device().is_cpu() && pos.device().is_cpu() && pos.numel() <= kFewPositions &&
+  const bool grad = torch::GradMode::is_enabled() && x.requires_grad();
+  if (!grad && x.dim() == 4 && td == 1 && x.device().is_cpu() && pos.device().is_cpu() &&
+      pos.scalar_type() == torch::kInt64 && pos.numel() <= kFewPositions &&
       (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble) && o_.dim == x.size(-1)) {
-    const int64_t T = pos.numel(), h = o_.dim / 2;
-    auto p = pos.to(torch::kInt64).contiguous();
-    auto f = inv_freq_.contiguous(), f0 = inv_freq_plain_.contiguous();
+    const int64_t B = x.size(0), T = x.size(1), H = x.size(2), d = o_.dim, h = d / 2;
+    auto p = pos.contiguous();
     const int64_t* pp = p.data_ptr<int64_t>();
-    const double* fp = f.data_ptr<double>();
-    const double* fp0 = f0.data_ptr<double>();
-    auto cs = torch::empty({2, T, h}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rope_few", [&] {
-      scalar_t* c = cs.data_ptr<scalar_t>();
-      scalar_t* sn = c + T * h;
+    const double* fp = inv_freq_.data_ptr<double>();  // both made contiguous by the constructor / set_scaling
+    const double* fp0 = inv_freq_plain_.data_ptr<double>();
+    constexpr int64_t kMaxHalf = 128;  // head dims up to 256 (32 KiB of angles on the stack)
+    double cs[2 * kFewPositions * kMaxHalf];  // cos and sin per (t, i)
+    if (h <= kMaxHalf) {
       for (int64_t t = 0; t < T; ++t) {
         const double pt = double(pp[t]);
         const double* fr = (n_hat_ > 0 && pt < double(n_hat_)) ? fp0 : fp;
         for (int64_t i = 0; i < h; ++i) {
           const double a = pt * fr[i];
-          c[t * h + i] = static_cast<scalar_t>(std::cos(a) * attn_scale_);
-          sn[t * h + i] = static_cast<scalar_t>(std::sin(a) * attn_scale_);
+          cs[2 * (t * h + i)] = std::cos(a) * attn_scale_;
+          cs[2 * (t * h + i) + 1] = std::sin(a) * attn_scale_;
         }
       }
-    });
-    return fused_rope(x, cs[0], cs[1], o_.interleaved);
+      auto xc = x.contiguous();
+      auto y = torch::empty_like(xc);
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rope_few", [&] {
+        const scalar_t* xp = xc.data_ptr<scalar_t>();
+        scalar_t* yp = y.data_ptr<scalar_t>();
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t hh = 0; hh < H; ++hh) {
+              const int64_t row = ((b * T + t) * H + hh) * d;
+              const scalar_t* xr = xp + row;
+              scalar_t* yr = yp + row;
+              for (int64_t i = 0; i < h; ++i) {
+                // The same float rounding as the tensor path: cos and sin are cast to x's dtype first.
+                const scalar_t c = static_cast<scalar_t>(cs[2 * (t * h + i)]);
+                const scalar_t sn = static_cast<scalar_t>(cs[2 * (t * h + i) + 1]);
+                const int64_t i1 = o_.interleaved ? 2 * i : i, i2 = o_.interleaved ? 2 * i + 1 : i + h;
+                const scalar_t x1 = xr[i1], x2 = xr[i2];
+                yr[i1] = x1 * c - x2 * sn;
+                yr[i2] = x2 * c + x1 * sn;
+              }
+            }
+      });
+      return y;
+    }
   }
   return rotate(x, angles(pos), attn_scale_, time_dim);
 }
