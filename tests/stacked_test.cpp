@@ -5,6 +5,13 @@
 #include "nn/linear.h"
 #include "nn/stacked.h"
 
+#include <nlohmann/json.hpp>
+
+#include "io/fs.h"
+#include "mixers/attention.h"
+#include "model/pretrained.h"
+#include "test_util.h"
+
 using namespace longctx;
 
 TEST(Stacked, StackRowsKeepsValuesAndStackedWeightIsAViewWithoutGrad) {
@@ -94,4 +101,46 @@ TEST(Stacked, OneRowWithoutGradientIsTheFloat64ProductInBothDtypes) {
       EXPECT_LT((matmul_t(x, wv).to(torch::kFloat64) - want2).abs().max().item<double>(),
                 dt == torch::kFloat64 ? 1e-12 : 1e-4);
     }
+}
+
+TEST(Stacked, ALoadedModelHasItsGroupsInOneBufferAgainAndTheSameOutputs) {
+  // load_pretrained builds under WeightsFromFile and reads every weight in place: q/k/v and
+  // gate/up must still be one buffer each (no concatenation per call), values unchanged.
+  auto dir = longctx::testing::temp_dir("stacked_loaded");
+  nlohmann::json cfg = {{"model", {{"d_model", 32}, {"n_layers", 2}, {"n_heads", 2}, {"d_ff", 64},
+                                   {"mixer", {{"type", "sliding_window"}, {"window", 16}}}}},
+                        {"tokenizer", {{"type", "byte"}}}};
+  longctx::write_file_atomic(dir + "/config.json", cfg.dump());
+  torch::manual_seed(4);
+  longctx::CausalLM built(longctx::ModelConfig::from_json(cfg["model"], dir + "/config.json"));
+  longctx::save_weights(dir + "/model.safetensors", built);
+  auto p = longctx::load_pretrained(dir);
+  torch::NoGradGuard ng;
+  int groups = 0;
+  for (auto& item : p.model->named_modules()) {
+    const std::string name = item.key();
+    auto ch = item.value()->named_children();
+    auto* q = ch.find("q_proj");
+    auto* g = ch.find("gate_proj");
+    if (q) {
+      auto w = [&](const char* n) -> torch::Tensor { return dynamic_cast<longctx::LinearImpl*>(ch.find(n)->get())->weight; };
+      auto st = longctx::stacked_weight(std::vector<torch::Tensor>{w("q_proj"), w("k_proj"), w("v_proj")});
+      EXPECT_EQ(st.data_ptr(), w("q_proj").data_ptr()) << name << ": q/k/v not in one buffer";
+      ++groups;
+    }
+    if (g) {
+      auto w = [&](const char* n) -> torch::Tensor { return dynamic_cast<longctx::LinearImpl*>(ch.find(n)->get())->weight; };
+      auto st = longctx::stacked_weight(std::vector<torch::Tensor>{w("gate_proj"), w("up_proj")});
+      EXPECT_EQ(st.data_ptr(), w("gate_proj").data_ptr()) << name << ": gate/up not in one buffer";
+      ++groups;
+    }
+  }
+  EXPECT_EQ(groups, 4);  // two layers, each an attention and a SwiGLU
+  // Same parameters by name and value, same logits.
+  auto a = built->named_parameters(), b = p.model->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
+  auto x = torch::randint(0, 256, {1, 40}, torch::kInt64);
+  auto sa = built->new_state(), sb = p.model->new_state();
+  EXPECT_TRUE(torch::equal(built->forward(x, sa), p.model->forward(x, sb)));
 }

@@ -5,9 +5,15 @@
 namespace longctx {
 
 void stack_rows(const std::vector<torch::Tensor>& weights) {
-  if (weights_from_file() || weights.empty()) return;
+  if (weights.empty()) return;
   torch::NoGradGuard no_grad;
-  auto all = torch::cat(weights, 0);
+  // Weights read from a file next (WeightsFromFile): the buffer is allocated, not written, so it
+  // is not resident until the reader fills each row block in place; otherwise it holds the
+  // initialised values.
+  int64_t rows = 0;
+  for (auto& w : weights) rows += w.size(0);
+  auto all = weights_from_file() ? torch::empty({rows, weights[0].size(1)}, weights[0].options())
+                                 : torch::cat(weights, 0);
   int64_t row = 0;
   for (auto w : weights) {  // a handle to the same parameter: set_data changes what the module holds
     const int64_t n = w.size(0);

@@ -8,7 +8,8 @@
 namespace longctx {
 
 // Re-points each weight at its rows of one new buffer, values unchanged (the parameters keep
-// their names and identities). Not under WeightsFromFile: those weights are read from disk later.
+// their names and identities). Under WeightsFromFile the buffer is left unwritten (the weights are
+// read into their rows next, in place, as load_pretrained does).
 void stack_rows(const std::vector<torch::Tensor>& weights);
 
 // The weights stacked by rows: a view of their shared buffer when they are its consecutive row
