@@ -1,8 +1,8 @@
 #include "eval/passkey.h"
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <random>
 #include <sstream>

@@ -251,6 +251,15 @@ torch::Tensor fused_rope(const torch::Tensor& x, const torch::Tensor& cos, const
   return RopeFn::apply(x, cos, sin, inter);
 }
 
+void rope_rows(const float* x, float* y, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H,
+               int64_t d, bool interleaved) {
+  rope_kernel<float>(x, y, cos, sin, B, T, H, d, interleaved, 1.0f);
+}
+void rope_rows(const double* x, double* y, const double* cos, const double* sin, int64_t B, int64_t T, int64_t H,
+               int64_t d, bool interleaved) {
+  rope_kernel<double>(x, y, cos, sin, B, T, H, d, interleaved, 1.0);
+}
+
 torch::Tensor rope_reference(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, bool inter) {
   int64_t d = x.size(-1);
   auto c = cos.to(x.device(), x.scalar_type()), s = sin.to(x.device(), x.scalar_type());

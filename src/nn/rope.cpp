@@ -37,8 +37,8 @@ torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos, int6
   int64_t td = time_dim < 0 ? x.dim() + time_dim : time_dim;
   LCX_CHECK(pos.numel() == x.size(td), "rope: ", pos.numel(), " positions for ", x.size(td), " tokens");
   // A few positions on the CPU without autograd (decoding, small chunks): cos and sin straight
-  // from the positions, in double as angles() computes them, and x rotated in one loop, instead
-  // of a dozen tensor ops and conversions per call.
+  // from the positions, in double as angles() computes them, and the fused kernel's rotation on
+  // raw rows, instead of a dozen tensor ops and conversions per call.
   constexpr int64_t kFewPositions = 16;
   const bool grad = torch::GradMode::is_enabled() && x.requires_grad();
   if (!grad && x.dim() == 4 && td == 1 && x.device().is_cpu() && pos.device().is_cpu() &&
@@ -49,39 +49,23 @@ torch::Tensor Rope::apply(const torch::Tensor& x, const torch::Tensor& pos, int6
     const int64_t* pp = p.data_ptr<int64_t>();
     const double* fp = inv_freq_.data_ptr<double>();  // both made contiguous by the constructor / set_scaling
     const double* fp0 = inv_freq_plain_.data_ptr<double>();
-    constexpr int64_t kMaxHalf = 128;  // head dims up to 256 (32 KiB of angles on the stack)
-    double cs[2 * kFewPositions * kMaxHalf];  // cos and sin per (t, i)
+    constexpr int64_t kMaxHalf = 128;  // head dims up to 256 (at most 32 KiB of cos / sin on the stack)
     if (h <= kMaxHalf) {
-      for (int64_t t = 0; t < T; ++t) {
-        const double pt = double(pp[t]);
-        const double* fr = (n_hat_ > 0 && pt < double(n_hat_)) ? fp0 : fp;
-        for (int64_t i = 0; i < h; ++i) {
-          const double a = pt * fr[i];
-          cs[2 * (t * h + i)] = std::cos(a) * attn_scale_;
-          cs[2 * (t * h + i) + 1] = std::sin(a) * attn_scale_;
-        }
-      }
       auto xc = x.contiguous();
       auto y = torch::empty_like(xc);
       AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rope_few", [&] {
-        const scalar_t* xp = xc.data_ptr<scalar_t>();
-        scalar_t* yp = y.data_ptr<scalar_t>();
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t hh = 0; hh < H; ++hh) {
-              const int64_t row = ((b * T + t) * H + hh) * d;
-              const scalar_t* xr = xp + row;
-              scalar_t* yr = yp + row;
-              for (int64_t i = 0; i < h; ++i) {
-                // The same float rounding as the tensor path: cos and sin are cast to x's dtype first.
-                const scalar_t c = static_cast<scalar_t>(cs[2 * (t * h + i)]);
-                const scalar_t sn = static_cast<scalar_t>(cs[2 * (t * h + i) + 1]);
-                const int64_t i1 = o_.interleaved ? 2 * i : i, i2 = o_.interleaved ? 2 * i + 1 : i + h;
-                const scalar_t x1 = xr[i1], x2 = xr[i2];
-                yr[i1] = x1 * c - x2 * sn;
-                yr[i2] = x2 * c + x1 * sn;
-              }
-            }
+        // cos for every (t, i), then sin: in double, then in x's dtype, as the tensor path rounds them.
+        scalar_t cs[2 * kFewPositions * kMaxHalf];
+        for (int64_t t = 0; t < T; ++t) {
+          const double pt = double(pp[t]);
+          const double* fr = (n_hat_ > 0 && pt < double(n_hat_)) ? fp0 : fp;
+          for (int64_t i = 0; i < h; ++i) {
+            const double a = pt * fr[i];
+            cs[t * h + i] = static_cast<scalar_t>(std::cos(a) * attn_scale_);
+            cs[T * h + t * h + i] = static_cast<scalar_t>(std::sin(a) * attn_scale_);
+          }
+        }
+        rope_rows(xc.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), cs, cs + T * h, B, T, H, d, o_.interleaved);
       });
       return y;
     }
