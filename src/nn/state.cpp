@@ -1,9 +1,6 @@
 #include "nn/state.h"
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
-
+#include "nn/mapped.h"
 #include "util/error.h"
 #include "util/hash.h"
 
@@ -122,39 +119,54 @@ void check_state(const State& s, const StateSchema& schema, const std::string& w
 }
 
 namespace {
-// Where c sits in a [B, H, cap, dh] buffer of its own (as append_rows allocates): rows
-// [first, first + len). cap 0 when c is not laid out so (then it is someone else's tensor).
+// A cache's rows are time-major: row t holds every batch element's and head's key at t, so a
+// [cap, B, H, dh] buffer grows at its end (grow_mapped, no copy) and c, a [B, H, len, dh] view,
+// has strides {H dh, dh, B H dh, 1}. Where c sits in such a buffer: rows [first, first + len)
+// of cap. cap 0 when c is not laid out so (then it is someone else's tensor).
 struct Rows {
   int64_t cap = 0, first = 0;
 };
 Rows rows_of(const torch::Tensor& c) {
-  const int64_t B = c.size(0), H = c.size(1), dh = c.size(3);
-  if (!(c.stride(3) == 1 && c.stride(2) == dh && dh > 0 && c.stride(1) % dh == 0 && c.stride(0) == H * c.stride(1)))
+  const int64_t B = c.size(0), H = c.size(1), dh = c.size(3), row = B * H * dh;
+  if (!(row > 0 && c.stride(3) == 1 && c.stride(1) == dh && c.stride(0) == H * dh && c.stride(2) == row &&
+        c.storage_offset() % row == 0))
     return {};
-  const int64_t cap = c.stride(1) / dh;
-  if (c.storage_offset() % dh != 0 || static_cast<int64_t>(c.storage().nbytes()) < B * H * cap * dh * c.element_size())
-    return {};
-  return {cap, c.storage_offset() / dh};
+  const int64_t cap = static_cast<int64_t>(c.storage().nbytes()) / (row * c.element_size());
+  const int64_t first = c.storage_offset() / row;
+  if (first + c.size(2) > cap) return {};
+  return {cap, first};
 }
 
-// Appends x to c along dim 2. c may be rows [first, first + len) of a [B, H, cap, dh] buffer
-// with spare rows after it (as this function and KVCache::keep_last leave it); then x is copied
-// into them. Otherwise a buffer of twice the needed length is allocated: a cache kept to its
-// last N rows is copied once every ~N appends, not on every one. Rows before first + len are
-// never written: a snapshot taken before the append still reads what it held.
+// Rows [first, first + n) of the time-major buffer `buf` (any tensor on its storage).
+torch::Tensor rows(const torch::Tensor& buf, int64_t B, int64_t H, int64_t dh, int64_t first, int64_t n) {
+  return buf.as_strided({B, H, n, dh}, {H * dh, dh, B * H * dh, 1}, first * B * H * dh);
+}
+
+// Appends x to c along dim 2. c may be rows [first, first + len) of a time-major buffer with
+// spare rows after it (as this function and KVCache::keep_last leave it); then x is copied into
+// them. A full buffer whose rows start at 0 (a growing cache) is grown in place on the CPU
+// (grow_mapped: its pages move, nothing is copied or resident twice). Otherwise a buffer of
+// twice the needed length is allocated: a mapping when the cache grows past its buffer (later
+// growth is then in place), the heap when a kept window moves on to a buffer of its old size
+// (malloc hands back the one just freed: no fresh pages). A cache kept to its last N rows is so
+// copied once every ~N appends, not on every one. Rows before first + len are never written: a
+// snapshot taken before the append still reads what it held.
 torch::Tensor append_rows(const torch::Tensor& c, const torch::Tensor& x) {
-  int64_t B = c.size(0), H = c.size(1), len = c.size(2), dh = c.size(3), add = x.size(2);
+  const int64_t B = c.size(0), H = c.size(1), len = c.size(2), dh = c.size(3), add = x.size(2);
+  const int64_t need = len + add, row_bytes = B * H * dh * c.element_size();
   const Rows r = rows_of(c);
-  if (r.cap > 0 && r.first + len + add <= r.cap) {
-    auto full = c.as_strided({B, H, r.cap, dh}, {H * r.cap * dh, r.cap * dh, dh, 1}, 0);
-    full.narrow(2, r.first + len, add).copy_(x);
-    return full.narrow(2, r.first, len + add);
-  }
-  int64_t ncap = std::max<int64_t>(2 * (len + add), 64);
-  auto full = torch::empty({B, H, ncap, dh}, c.options());
-  full.narrow(2, 0, len).copy_(c);
-  full.narrow(2, len, add).copy_(x);
-  return full.narrow(2, 0, len + add);
+  auto place = [&](const torch::Tensor& buf, int64_t first) {
+    rows(buf, B, H, dh, first + len, add).copy_(x);
+    return rows(buf, B, H, dh, first, need);
+  };
+  if (r.cap > 0 && r.first + need <= r.cap) return place(c, r.first);
+  const int64_t ncap = std::max<int64_t>(2 * need, 64);
+  if (r.cap > 0 && r.first == 0 && grow_mapped(c, static_cast<size_t>(ncap * row_bytes))) return place(c, 0);
+  const std::vector<int64_t> sizes{ncap, B, H, dh}, strides{B * H * dh, H * dh, dh, 1};
+  auto full = c.is_cpu() && need > r.cap ? mapped_empty(sizes, strides, c.scalar_type())
+                                         : torch::empty_strided(sizes, strides, c.options());
+  rows(full, B, H, dh, 0, len).copy_(c);
+  return place(full, 0);
 }
 }  // namespace
 
@@ -172,18 +184,8 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(State& s, const std::str
     ck = torch::cat({ck, k}, 2);  // keep the graph through the cache
     cv = torch::cat({cv, v}, 2);
   } else {
-    const void* before = ck.storage().data();
-    const size_t before_bytes = ck.storage().nbytes();
     ck = append_rows(ck, k);
     cv = append_rows(cv, v);
-#ifdef __GLIBC__
-    // The cache grew into a longer buffer and the old one was freed. Buffers below the mmap
-    // threshold are freed into the heap, which would keep every smaller generation resident
-    // (1.04 GiB instead of 906 MiB at 64K tokens of full attention): hand them back. Only on
-    // growth (O(log T) times per cache): a sliding window that moves to a buffer of the same
-    // size every ~window tokens reuses the freed one, and trimming it would cost page faults.
-    if (ck.storage().data() != before && ck.storage().nbytes() > before_bytes) malloc_trim(0);
-#endif
   }
   return {ck, cv};
 }
