@@ -3,6 +3,10 @@
 // grouped-query heads, strided inputs and rows that see no key; forward and backward.
 #include <gtest/gtest.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+
 #include "nn/attention.h"
 
 using namespace longctx;
@@ -173,4 +177,55 @@ TEST(AttentionKernel, StreamingInChunksEqualsOneCall) {
                               pos.narrow(0, t0, n), pos.narrow(0, k0, t0 + n - k0), o));
   }
   EXPECT_LT(max_abs_diff(torch::cat(parts, 2), whole), 1e-6);
+}
+
+// Splits [0, n) at up to 3 random points (a piece may be empty).
+std::vector<int64_t> cuts(int64_t n, torch::Generator& gen) {
+  std::vector<int64_t> c{0, n};
+  for (int i = 0; i < 3 && n > 0; ++i) c.push_back(torch::randint(0, n + 1, {1}, gen).item<int64_t>());
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+// The same keys laid out time-major ([T, B, H, d] viewed as [B, H, T, d]), as a KV cache holds them.
+torch::Tensor time_major(const torch::Tensor& t) { return t.permute({2, 0, 1, 3}).contiguous().permute({1, 2, 0, 3}); }
+
+TEST(AttentionKernel, KeysInPiecesGiveTheResultOverTheirConcatenation) {
+  torch::manual_seed(107);
+  auto gen = torch::make_generator<torch::CPUGeneratorImpl>(107);
+  torch::NoGradGuard ng;
+  for (const Case& c : cases()) {
+    if (c.Tk == 0) continue;
+    for (int trial = 0; trial < 3; ++trial) {
+      auto in = make(c, torch::kFloat64);
+      auto cut = cuts(c.Tk, gen);
+      std::vector<torch::Tensor> ks, vs;
+      for (size_t i = 0; i + 1 < cut.size(); ++i) {
+        auto k = in.k.narrow(2, cut[i], cut[i + 1] - cut[i]), v = in.v.narrow(2, cut[i], cut[i + 1] - cut[i]);
+        ks.push_back(i % 2 ? time_major(k) : k);
+        vs.push_back(i % 2 ? time_major(v) : v);
+      }
+      auto got = attention_pieces(in.q, ks, vs, in.qp, in.kp, in.o, in.qs);
+      auto want = attention_reference(in.q, in.k, in.v, in.qp, in.kp, in.o, in.qs);
+      ASSERT_EQ(got.sizes(), want.sizes()) << describe(c);
+      if (got.numel()) {
+        EXPECT_LT(max_abs_diff(got, want), 1e-12) << describe(c) << " pieces " << ks.size();
+      }
+    }
+  }
+}
+
+TEST(AttentionKernel, KeysInPiecesPassGradientsToEachPiece) {
+  torch::manual_seed(108);
+  Case c{1, 4, 2, 90, 90, 8, 8, 0, 0, 30, 3, true};
+  auto in = make(c, torch::kFloat64);
+  auto w = torch::randn({c.B, c.H, c.Tq, c.dv}, torch::kFloat64);
+  auto leaf = [](const torch::Tensor& t) { return t.detach().clone().requires_grad_(); };
+  auto k1 = leaf(in.k.narrow(2, 0, 3)), k2 = leaf(in.k.narrow(2, 3, 87));
+  auto v1 = leaf(in.v.narrow(2, 0, 3)), v2 = leaf(in.v.narrow(2, 3, 87));
+  auto k = leaf(in.k), v = leaf(in.v);
+  (attention_pieces(in.q, {k1, k2}, {v1, v2}, in.qp, in.kp, in.o, in.qs) * w).sum().backward();
+  (attention(in.q, k, v, in.qp, in.kp, in.o, in.qs) * w).sum().backward();
+  EXPECT_LT(max_abs_diff(torch::cat({k1.grad(), k2.grad()}, 2), k.grad()), 1e-12);
+  EXPECT_LT(max_abs_diff(torch::cat({v1.grad(), v2.grad()}, 2), v.grad()), 1e-12);
 }

@@ -160,9 +160,11 @@ torch::Tensor BeaconMixer::forward(const torch::Tensor& x, State& state, StepCon
     auto qk = rope_.apply(parts[0].narrow(1, t, len), pos, /*time_dim=*/1).split_with_sizes({H, G}, 2);
     auto q = qk[0].transpose(1, 2);
     auto win = held.extend(fill, {qk[1].transpose(1, 2), parts[1].narrow(1, t, len).transpose(1, 2)});
-    auto keys = m > 0 ? torch::cat({state.at("mk"), win[0]}, 2) : win[0];
-    auto vals = m > 0 ? torch::cat({state.at("mv"), win[1]}, 2) : win[1];
-    auto y = attention(q, keys, vals, pos, torch::arange(0, m + fill + len, torch::kInt64), ao);
+    // The memory and the window are read where they lie: the memory (1/ratio of every token
+    // seen) is not copied on every call.
+    std::vector<torch::Tensor> keys{win[0]}, vals{win[1]};
+    if (m > 0) keys.insert(keys.begin(), state.at("mk")), vals.insert(vals.begin(), state.at("mv"));
+    auto y = attention_pieces(q, keys, vals, pos, torch::arange(0, m + fill + len, torch::kInt64), ao);
     outs.push_back(o_proj(y.transpose(1, 2).reshape({B, len, H * dh_})));
 
     if (fill + len == l) {  // the window is complete: condense it

@@ -86,17 +86,16 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   auto v = parts[1].transpose(1, 2);
 
   // Keys visible to this segment: [sinks][cache][segment].
-  torch::Tensor keys, vals, kpos;
+  torch::Tensor kpos;
   auto ck = state.get("k");
   int64_t cache_len = ck.defined() ? ck.size(2) : 0;
   int64_t n_sink_cached = state.has("sink_k") ? state.at("sink_k").size(2) : 0;
   auto kv = KVCache::append(state, "", k, v);
-  keys = kv.first;
-  vals = kv.second;
+  std::vector<torch::Tensor> keys{kv.first}, vals{kv.second};  // read where they lie, not concatenated
   kpos = torch::arange(pos0 - cache_len, pos0 + T, torch::kInt64);
   if (n_sink_cached > 0) {
-    keys = torch::cat({state.at("sink_k"), keys}, 2);
-    vals = torch::cat({state.at("sink_v"), vals}, 2);
+    keys.insert(keys.begin(), state.at("sink_k"));
+    vals.insert(vals.begin(), state.at("sink_v"));
     kpos = torch::cat({torch::arange(0, n_sink_cached, torch::kInt64), kpos});
   }
   AttentionOptions ao;
@@ -107,7 +106,7 @@ torch::Tensor AttentionMixer::forward(const torch::Tensor& x, State& state, Step
   if (o_.window > 0 && o_.sinks > 0)
     q_sink = rope.apply(parts[0].narrow(2, 0, o_.n_heads), torch::clamp_max(pos, o_.sinks + o_.window - 1), 1)
                  .transpose(1, 2);
-  auto y = attention(qr, keys, vals, pos, kpos, ao, q_sink);
+  auto y = attention_pieces(qr, keys, vals, pos, kpos, ao, q_sink);
   y = o_proj(y.transpose(1, 2).reshape({B, T, o_.n_heads * dh_}));
 
   // Bound the cache: move the first `sinks` tokens aside once, keep the last `window`.

@@ -68,27 +68,38 @@ torch::Tensor heads_last(int64_t B, int64_t H, int64_t T, int64_t d, const torch
   return torch::zeros({B, T, H, d}, to).permute({0, 2, 1, 3});
 }
 
-// The fused kernel's forward: the output and one log-sum-exp per query, with q, k, v (and q_sink)
-// as the kernel read them (what backward needs).
+// The fused kernel's forward: the output and one log-sum-exp per query, with q, the pieces of k
+// and v (one piece under autograd), and q_sink as the kernel read them (what backward needs).
 struct ForwardPass {
-  torch::Tensor q, k, v, q_sink, out, lse;
+  torch::Tensor q, q_sink, out, lse;
+  std::vector<torch::Tensor> k, v;
 };
-ForwardPass forward_pass(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor q_sink,
-                         const torch::Tensor& qp, const torch::Tensor& kp, int64_t window, int64_t n_sink,
-                         double scale) {
-  q = rows(q), k = rows(k), v = rows(v);
+ForwardPass forward_pass(torch::Tensor q, std::vector<torch::Tensor> k, std::vector<torch::Tensor> v,
+                         torch::Tensor q_sink, const torch::Tensor& qp, const torch::Tensor& kp, int64_t window,
+                         int64_t n_sink, double scale) {
+  q = rows(q);
+  for (auto& t : k) t = rows(t);
+  for (auto& t : v) t = rows(t);
   // libtorch's Function takes no undefined input: no q_sink arrives as an empty tensor.
   q_sink = q_sink.defined() && q_sink.numel() ? rows(q_sink) : torch::Tensor();
-  auto s = shape_of(q, k, v);
+  auto s = shape_of(q, k[0], v[0]);
+  s.Tk = kp.numel();
   auto m = mask_of(qp, kp, window, n_sink, q_sink.defined());
   auto out = torch::empty({s.B, s.Tq, s.H, s.dv}, q.options()).permute({0, 2, 1, 3});
   auto lse = torch::empty({s.B, s.H, s.Tq}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_forward", [&] {
+    kernel::KeyValues<scalar_t> kv;
+    kv.n = static_cast<int>(k.size());
+    for (int i = 0; i < kv.n; ++i) {
+      kv.k[i] = strided<const scalar_t>(k[i]);
+      kv.v[i] = strided<const scalar_t>(v[i]);
+      kv.start[i + 1] = kv.start[i] + k[i].size(2);
+    }
     kernel::attention_forward<scalar_t>(s, m, scalar_t(scale), strided<const scalar_t>(q),
-                                        strided<const scalar_t>(q_sink), strided<const scalar_t>(k),
-                                        strided<const scalar_t>(v), strided<scalar_t>(out), lse.data_ptr<scalar_t>());
+                                        strided<const scalar_t>(q_sink), kv, strided<scalar_t>(out),
+                                        lse.data_ptr<scalar_t>());
   });
-  return {q, k, v, q_sink, out, lse};
+  return {q, q_sink, out, lse, std::move(k), std::move(v)};
 }
 
 // The fused kernel as an autograd function: forward keeps only q, k, v, the output and one
@@ -97,9 +108,9 @@ struct FusedAttention : torch::autograd::Function<FusedAttention> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor q, torch::Tensor k,
                                torch::Tensor v, torch::Tensor q_sink, torch::Tensor qp, torch::Tensor kp,
                                int64_t window, int64_t n_sink, double scale) {
-    auto f = forward_pass(q, k, v, q_sink, qp, kp, window, n_sink, scale);
+    auto f = forward_pass(q, {k}, {v}, q_sink, qp, kp, window, n_sink, scale);
     ctx->save_for_backward(
-        {f.q, f.k, f.v, f.q_sink.defined() ? f.q_sink : torch::empty({0}, q.options()), qp, kp, f.out, f.lse});
+        {f.q, f.k[0], f.v[0], f.q_sink.defined() ? f.q_sink : torch::empty({0}, q.options()), qp, kp, f.out, f.lse});
     ctx->saved_data["window"] = window;
     ctx->saved_data["n_sink"] = n_sink;
     ctx->saved_data["scale"] = scale;
@@ -153,7 +164,7 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
                       (q.requires_grad() || k.requires_grad() || v.requires_grad() ||
                        (q_sink.defined() && q_sink.requires_grad()));
     if (!grad && (dt == torch::kFloat || dt == torch::kDouble))
-      return forward_pass(q, k.to(dt), v.to(dt), q_sink.defined() ? q_sink.to(dt) : torch::Tensor(), qp, kp, o.window,
+      return forward_pass(q, {k.to(dt)}, {v.to(dt)}, q_sink.defined() ? q_sink.to(dt) : torch::Tensor(), qp, kp, o.window,
                           o.n_sink, scale)
           .out;
     if (dt == torch::kFloat || dt == torch::kDouble)
@@ -225,6 +236,41 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     }
   }
   return outs.size() == 1 ? outs[0] : torch::cat(outs, 2);
+}
+
+torch::Tensor attention_pieces(const torch::Tensor& q, const std::vector<torch::Tensor>& k,
+                               const std::vector<torch::Tensor>& v, const torch::Tensor& q_pos,
+                               const torch::Tensor& k_pos, const AttentionOptions& o, const torch::Tensor& q_sink) {
+  LCX_CHECK(!k.empty() && k.size() == v.size(), "attention: ", k.size(), " key pieces, ", v.size(), " value pieces");
+  std::vector<torch::Tensor> ks, vs;
+  for (size_t i = 0; i < k.size(); ++i) {
+    LCX_CHECK(k[i].dim() == 4 && v[i].dim() == 4 && k[i].size(2) == v[i].size(2),
+              "attention: key/value piece ", i, " must be [B, H, T, dh] with as many keys as values");
+    if (k[i].size(2) > 0) ks.push_back(k[i]), vs.push_back(v[i]);
+  }
+  if (ks.size() <= 1) return attention(q, ks.empty() ? k[0] : ks[0], ks.empty() ? v[0] : vs[0], q_pos, k_pos, o, q_sink);
+  const auto dt = q.scalar_type();
+  bool direct = q.device().is_cpu() && g_impl == AttentionImpl::fused && q.size(2) > 0 &&
+                (dt == torch::kFloat || dt == torch::kDouble) &&
+                ks.size() <= size_t(kernel::KeyValues<float>::kMaxPieces) &&
+                !(torch::GradMode::is_enabled() && (q.requires_grad() || (q_sink.defined() && q_sink.requires_grad())));
+  int64_t Tk = 0;
+  for (size_t i = 0; i < ks.size(); ++i) {
+    Tk += ks[i].size(2);
+    direct = direct && ks[i].device().is_cpu() && ks[i].scalar_type() == dt && vs[i].scalar_type() == dt &&
+             !(torch::GradMode::is_enabled() && (ks[i].requires_grad() || vs[i].requires_grad()));
+    LCX_CHECK(ks[i].size(0) == ks[0].size(0) && ks[i].size(1) == ks[0].size(1) && ks[i].size(3) == ks[0].size(3) &&
+                  vs[i].size(1) == ks[0].size(1) && vs[i].size(3) == vs[0].size(3),
+              "attention: key/value pieces differ in batch, heads or head size");
+  }
+  if (!direct) return attention(q, torch::cat(ks, 2), torch::cat(vs, 2), q_pos, k_pos, o, q_sink);
+  LCX_CHECK(q.dim() == 4 && q_pos.numel() == q.size(2) && k_pos.numel() == Tk, "attention: positions do not match T");
+  LCX_CHECK(q.size(1) % ks[0].size(1) == 0, "attention: ", q.size(1), " query heads cannot share ", ks[0].size(1),
+            " key/value heads");
+  const double scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(q.size(3)));
+  auto qp = q_pos.to(torch::kInt64).contiguous(), kp = k_pos.to(torch::kInt64).contiguous();
+  return forward_pass(q, ks, vs, q_sink.defined() ? q_sink.to(dt) : torch::Tensor(), qp, kp, o.window, o.n_sink, scale)
+      .out;
 }
 
 torch::Tensor attention_reference(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

@@ -27,6 +27,15 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
                         const torch::Tensor& q_pos, const torch::Tensor& k_pos,
                         const AttentionOptions& o = {}, const torch::Tensor& q_sink = {});
 
+// attention() over keys and values given as pieces in position order (a sink cache and a
+// window, a memory and the current window; k_pos covers all of them): the result over their
+// concatenation along dim 2, which the CPU's no-gradient path never builds. Empty pieces are
+// skipped; with gradients, off the CPU or past 4 pieces the pieces are concatenated.
+torch::Tensor attention_pieces(const torch::Tensor& q, const std::vector<torch::Tensor>& k,
+                               const std::vector<torch::Tensor>& v, const torch::Tensor& q_pos,
+                               const torch::Tensor& k_pos, const AttentionOptions& o,
+                               const torch::Tensor& q_sink = {});
+
 // Which implementation attention() uses on the CPU: the fused kernel (nn/attention_kernel.h,
 // default) or the previous one, libtorch ops per block of queries with a materialised mask bias
 // (kept for same-run comparisons: bench_stream --attention blocked; always used off the CPU).

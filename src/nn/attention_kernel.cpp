@@ -139,22 +139,34 @@ T row_max(const T* x, int64_t n) {
 struct Segment {
   int64_t k0 = 0, k1 = 0;
   bool sink = false;
+  int piece = 0;  // the piece of the keys [k0, k1) lie in
 };
+constexpr int kMaxPieces = KeyValues<float>::kMaxPieces;
+constexpr int kMaxSegments = 2 * kMaxPieces;
 
-// The key segments queries [i0, i0 + n) can see: the sinks, then one contiguous range.
-int plan(const Shape& s, const Mask& m, int64_t n_sinkk, int64_t i0, int64_t n, Segment seg[2]) {
+// The key segments queries [i0, i0 + n) can see: the sinks, then one contiguous range, each
+// split where the keys' pieces end (start[0..npieces], as KeyValues holds them).
+int plan(const Shape& s, const Mask& m, int64_t n_sinkk, int64_t i0, int64_t n, const int64_t* start, int npieces,
+         Segment seg[kMaxSegments]) {
   const int64_t* kp = m.k_pos;
   const int64_t pmin = m.q_pos[i0], pmax = m.q_pos[i0 + n - 1];
   const int64_t hi = std::upper_bound(kp, kp + s.Tk, pmax) - kp;
   int64_t lo = m.window > 0 ? std::lower_bound(kp, kp + s.Tk, pmin - m.window + 1) - kp : 0;
+  Segment whole[2];
   int count = 0;
   if (n_sinkk > 0) {
     const int64_t e = std::min(n_sinkk, hi);
-    if (e > 0) seg[count++] = {0, e, true};
+    if (e > 0) whole[count++] = {0, e, true};
     lo = std::max(lo, n_sinkk);
   }
-  if (hi > lo) seg[count++] = {lo, hi, false};
-  return count;
+  if (hi > lo) whole[count++] = {lo, hi, false};
+  int out = 0;
+  for (int i = 0; i < count; ++i)
+    for (int p = 0; p < npieces; ++p) {
+      const int64_t a = std::max(whole[i].k0, start[p]), e = std::min(whole[i].k1, start[p + 1]);
+      if (a < e) seg[out++] = {a, e, whole[i].sink, p};
+    }
+  return out;
 }
 
 // The columns [a, e) of keys [c0, c1) that the query at position qp sees (relative to c0).
@@ -198,7 +210,7 @@ int64_t sink_keys(const Shape& s, const Mask& m) {
 
 template <typename T>
 void attention_forward(const Shape& s, const Mask& m, T scale, Strided<const T> q, Strided<const T> q_sink,
-                       Strided<const T> k, Strided<const T> v, Strided<T> out, T* lse) {
+                       const KeyValues<T>& kv, Strided<T> out, T* lse) {
   const int64_t n_sinkk = sink_keys(s, m), group = s.H / s.Hk;
   const int64_t nqb = (s.Tq + kQBlock - 1) / kQBlock;
   const T inf = std::numeric_limits<T>::infinity();
@@ -210,16 +222,18 @@ void attention_forward(const Shape& s, const Mask& m, T scale, Strided<const T> 
       std::fill(acc.begin(), acc.begin() + n * s.dv, T(0));
       std::fill(mx.begin(), mx.end(), -inf);
       std::fill(l.begin(), l.end(), T(0));
-      Segment seg[2];
-      const int nseg = plan(s, m, n_sinkk, i0, n, seg);
+      Segment seg[kMaxSegments];
+      const int nseg = plan(s, m, n_sinkk, i0, n, kv.start, kv.n, seg);
       for (int gi = 0; gi < nseg; ++gi) {
         const Segment& g = seg[gi];
         const auto& qs = g.sink && q_sink.p ? q_sink : q;  // sinks are scored with q_sink when given
         const T* Q = qs.row(b, h, i0);
         const int64_t ldq = qs.s2;
+        const Strided<const T>&k = kv.k[g.piece], &v = kv.v[g.piece];
+        const int64_t off = kv.start[g.piece];  // the piece's first key
         for (int64_t c0 = g.k0; c0 < g.k1; c0 += kKChunk) {
           const int64_t c1 = std::min(c0 + kKChunk, g.k1), w = c1 - c0;
-          score_tile<T>(m, g, scale, n, s.dk, Q, ldq, k.row(b, hk, c0), k.s2, i0, c0, c1, S.data(),
+          score_tile<T>(m, g, scale, n, s.dk, Q, ldq, k.row(b, hk, c0 - off), k.s2, i0, c0, c1, S.data(),
                         [&](int64_t r, T* x, int64_t len) {
                           const T mnew = std::max(mx[r], row_max(x, len));
                           if (mnew > mx[r] && l[r] > 0) {  // rescale what was summed under the old max
@@ -230,7 +244,7 @@ void attention_forward(const Shape& s, const Mask& m, T scale, Strided<const T> 
                           mx[r] = mnew;
                           l[r] += exp_sub_sum(x, len, mnew);
                         });
-          gemm<T>(false, false, n, s.dv, w, T(1), S.data(), w, v.row(b, hk, c0), v.s2, T(1), acc.data(), s.dv);
+          gemm<T>(false, false, n, s.dv, w, T(1), S.data(), w, v.row(b, hk, c0 - off), v.s2, T(1), acc.data(), s.dv);
         }
       }
       for (int64_t r = 0; r < n; ++r) {
@@ -265,8 +279,9 @@ void attention_backward(const Shape& s, const Mask& m, T scale, Strided<const T>
             for (int64_t j = 0; j < s.dv; ++j) d += o[j] * g[j];
             D[r] = d;
           }
-          Segment seg[2];
-          const int nseg = plan(s, m, n_sinkk, i0, n, seg);
+          Segment seg[kMaxSegments];
+          const int64_t whole[2] = {0, s.Tk};  // one piece
+          const int nseg = plan(s, m, n_sinkk, i0, n, whole, 1, seg);
           for (int gi = 0; gi < nseg; ++gi) {
             const Segment& g = seg[gi];
             const bool use_sink = g.sink && q_sink.p;
@@ -300,10 +315,9 @@ void attention_backward(const Shape& s, const Mask& m, T scale, Strided<const T>
 }
 
 template void attention_forward<float>(const Shape&, const Mask&, float, Strided<const float>, Strided<const float>,
-                                       Strided<const float>, Strided<const float>, Strided<float>, float*);
+                                       const KeyValues<float>&, Strided<float>, float*);
 template void attention_forward<double>(const Shape&, const Mask&, double, Strided<const double>,
-                                        Strided<const double>, Strided<const double>, Strided<const double>,
-                                        Strided<double>, double*);
+                                        Strided<const double>, const KeyValues<double>&, Strided<double>, double*);
 template void attention_backward<float>(const Shape&, const Mask&, float, Strided<const float>, Strided<const float>,
                                         Strided<const float>, Strided<const float>, Strided<const float>, const float*,
                                         Strided<const float>, Strided<float>, Strided<float>, Strided<float>,

@@ -23,6 +23,18 @@ struct Strided {
   T* row(int64_t b, int64_t h, int64_t t) const { return p + b * s0 + h * s1 + t * s2; }
 };
 
+// Keys and values in up to kMaxPieces pieces, in position order: piece i holds keys
+// [start[i], start[i + 1]) of the Tk keys that k_pos describes (a sink cache and a window, a
+// memory and the current window), read where they lie instead of concatenated. One piece is a
+// plain k, v.
+template <typename T>
+struct KeyValues {
+  static constexpr int kMaxPieces = 4;
+  Strided<const T> k[kMaxPieces], v[kMaxPieces];
+  int64_t start[kMaxPieces + 1] = {};
+  int n = 0;
+};
+
 struct Shape {
   int64_t B = 0, H = 0, Hk = 0;  // query heads, key/value heads (H % Hk == 0: grouped queries)
   int64_t Tq = 0, Tk = 0, dk = 0, dv = 0;
@@ -39,7 +51,7 @@ struct Mask {
 // sees nothing). q_sink.p may be null.
 template <typename T>
 void attention_forward(const Shape& s, const Mask& m, T scale, Strided<const T> q, Strided<const T> q_sink,
-                       Strided<const T> k, Strided<const T> v, Strided<T> out, T* lse);
+                       const KeyValues<T>& kv, Strided<T> out, T* lse);
 
 // Gradients of the forward above. dq, dq_sink, dk, dv must be zero-filled; dq_sink.p may be null.
 template <typename T>
