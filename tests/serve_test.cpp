@@ -447,7 +447,7 @@ TEST(Serve, ThirtyTwoClientsForThirtySecondsNoFailureNoSessionCorruptedMemoryFla
   const int clients = 32;
   const double seconds = 30;
   std::vector<int64_t> failures(clients, 0), requests(clients, 0), expected(clients, 0);
-  std::vector<std::string> ids(clients);
+  std::vector<std::string> ids(clients), first_failure(clients);
   std::atomic<int64_t> rss_early{-1};
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
@@ -456,25 +456,32 @@ TEST(Serve, ThirtyTwoClientsForThirtySecondsNoFailureNoSessionCorruptedMemoryFla
     th.emplace_back([&, k] {
       httplib::Client c("127.0.0.1", p.port);
       c.set_read_timeout(120, 0);
+      // Counts a failed request, keeping the first one's description for the report.
+      auto failed = [&](const char* what, const httplib::Result& res) {
+        if (!failures[k]++)
+          first_failure[k] = std::string(what) + ": " +
+                             (res ? "status " + std::to_string(res->status) + " " + res->body
+                                  : "no response (" + httplib::to_string(res.error()) + ")");
+      };
       auto r = c.Post("/v1/sessions", "{}", "application/json");
-      if (!r || r->status != 201) return void(++failures[k]);
+      if (!r || r->status != 201) return failed("POST /v1/sessions", r);
       ids[k] = json::parse(r->body)["id"];
       for (int i = 0; elapsed() < seconds; ++i) {
         const std::string text = "client " + std::to_string(k) + " round " + std::to_string(i) + ". ";
         auto a = c.Post(("/v1/sessions/" + ids[k] + "/append").c_str(), json{{"text", text}}.dump(), "application/json");
         ++requests[k];
-        if (!a || a->status != 200) ++failures[k];
+        if (!a || a->status != 200) failed("append", a);
         else expected[k] += int64_t(text.size());
         const bool commit = i % 3 == 0;
         auto q = c.Post("/v1/completions",
                         json{{"session", ids[k]}, {"prompt", "x"}, {"max_tokens", 4}, {"commit", commit}}.dump(),
                         "application/json");
         ++requests[k];
-        if (!q || q->status != 200) ++failures[k];
+        if (!q || q->status != 200) failed("session completion", q);
         else if (commit) expected[k] += 1 + int64_t(json::parse(q->body)["usage"]["completion_tokens"].get<int64_t>());
         auto plain = c.Post("/v1/completions", json{{"prompt", text}, {"max_tokens", 3}}.dump(), "application/json");
         ++requests[k];
-        if (!plain || plain->status != 200) ++failures[k];
+        if (!plain || plain->status != 200) failed("completion", plain);
         if (k == 0 && rss_early < 0 && elapsed() > seconds / 3) rss_early = rss_kib(p.pid);
       }
     });
@@ -484,7 +491,8 @@ TEST(Serve, ThirtyTwoClientsForThirtySecondsNoFailureNoSessionCorruptedMemoryFla
   int64_t total = 0;
   for (int k = 0; k < clients; ++k) {
     total += requests[k];
-    EXPECT_EQ(failures[k], 0) << "client " << k;
+    EXPECT_EQ(failures[k], 0) << "client " << k << ", first failure: " << first_failure[k];
+    if (ids[k].empty()) continue;
     auto g = c.Get(("/v1/sessions/" + ids[k]).c_str());
     ASSERT_TRUE(g);
     EXPECT_EQ(json::parse(g->body)["tokens"].get<int64_t>(), expected[k]) << "session of client " << k;
