@@ -27,6 +27,17 @@ void unmap(void* ctx) {
   delete m;
 }
 
+// Mappings this large ask for transparent huge pages: a long cache is read head by head, 256
+// bytes of every row, and with 4 KiB pages every few rows is a TLB miss. Smaller ones keep 4 KiB
+// pages, so a short cache (a server's many sessions) is not rounded up to 2 MiB per tensor.
+constexpr size_t kHugeFrom = size_t(8) << 20;
+
+void advise(void* p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+  if (bytes >= kHugeFrom) madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+}
+
 size_t whole_pages(size_t bytes) {
   static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   return (std::max<size_t>(bytes, 1) + page - 1) / page * page;
@@ -50,6 +61,7 @@ torch::Tensor mapped_empty(at::IntArrayRef sizes, at::IntArrayRef strides, torch
   const size_t bytes = whole_pages(static_cast<size_t>(last + 1) * c10::elementSize(dtype));
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   LCX_CHECK(p != MAP_FAILED, "mapped_empty: mapping ", bytes, " bytes failed: ", std::strerror(errno));
+  advise(p, bytes);
   auto* m = new Mapping{p, bytes};
   c10::Storage storage(c10::Storage::use_byte_size_t(), bytes, c10::DataPtr(p, m, &unmap, c10::Device(c10::kCPU)),
                        /*allocator=*/nullptr, /*resizable=*/false);
@@ -65,6 +77,7 @@ bool grow_mapped(const torch::Tensor& t, size_t bytes) {
   if (bytes <= m->bytes) return true;
   void* p = mremap(m->p, m->bytes, bytes, MREMAP_MAYMOVE);
   if (p == MAP_FAILED) return false;
+  advise(p, bytes);
   m->p = p;
   m->bytes = bytes;
   c10::StorageImpl* impl = t.storage().unsafeGetStorageImpl();
