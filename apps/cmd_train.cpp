@@ -9,6 +9,7 @@
 #include "train/distributed.h"
 #include "train/trainer.h"
 #include "util/error.h"
+#include "util/system.h"
 
 namespace longctx::cli {
 
@@ -97,6 +98,7 @@ void add_train(CLI::App& app, Commands& cmds, const Globals& g) {
                     o.backend = a->backend;
                     o.timeout_s = a->timeout;
                     o.eval_timeout_s = a->eval_timeout;
+                    tune_allocator_for_training();
                     auto r = train(cfg, o);
                     if (DistEnv::from_environment().rank > 0) return 0;  // rank 0 reports
                     std::printf("steps %lld  tokens %lld  final train loss %.4f  ", (long long)r.steps_done,

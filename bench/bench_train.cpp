@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
                      "                   [--attention fused|blocked]\n");
   bench::attention_flag(argc, argv);
   int threads = set_threads(std::atoi(bench::flag(argc, argv, "threads", "0").c_str()));
+  tune_allocator_for_training();  // as `longctx train` does
   auto cfg = RunConfig::from_file(bench::flag(argc, argv, "config", "configs/transformer-tiny.json"));
   int64_t B = std::atoll(bench::flag(argc, argv, "batch", std::to_string(cfg.train.batch_size)).c_str());
   int64_t T = std::atoll(bench::flag(argc, argv, "seq", std::to_string(cfg.data.seq_len)).c_str());

@@ -29,6 +29,13 @@ void tune_allocator() {
 #endif
 }
 
+void tune_allocator_for_training() {
+  tune_allocator();
+#ifdef __GLIBC__
+  mallopt(M_MMAP_MAX, 0);
+#endif
+}
+
 static int collect_blas(struct dl_phdr_info* info, size_t, void* out) {
   if (!info->dlpi_name || !*info->dlpi_name) return 0;
   std::string name = info->dlpi_name;
