@@ -1,5 +1,9 @@
 #include "nn/state.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "nn/mapped.h"
 #include "util/error.h"
 #include "util/hash.h"
@@ -161,10 +165,17 @@ torch::Tensor append_rows(const torch::Tensor& c, const torch::Tensor& x) {
   };
   if (r.cap > 0 && r.first + need <= r.cap) return place(c, r.first);
   const int64_t ncap = std::max<int64_t>(2 * need, 64);
+  const bool grows = need > r.cap;
+#ifdef __GLIBC__
+  // The cache grows (O(log T) times): hand what the heap holds freed back to the OS, so that the
+  // peak is the cache and what is live (tune_allocator keeps up to 1 GiB freed otherwise). Not when
+  // a window moves on to a buffer of its old size, which reuses the one it frees.
+  if (grows && c.is_cpu()) malloc_trim(0);
+#endif
   if (r.cap > 0 && r.first == 0 && grow_mapped(c, static_cast<size_t>(ncap * row_bytes))) return place(c, 0);
   const std::vector<int64_t> sizes{ncap, B, H, dh}, strides{B * H * dh, H * dh, dh, 1};
-  auto full = c.is_cpu() && need > r.cap ? mapped_empty(sizes, strides, c.scalar_type())
-                                         : torch::empty_strided(sizes, strides, c.options());
+  auto full = c.is_cpu() && grows ? mapped_empty(sizes, strides, c.scalar_type())
+                                  : torch::empty_strided(sizes, strides, c.options());
   rows(full, B, H, dh, 0, len).copy_(c);
   return place(full, 0);
 }
