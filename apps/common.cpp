@@ -47,7 +47,7 @@ std::string eval_text(const std::string& data, const std::string& model_dir) {
   namespace fs = std::filesystem;
   if (data == "val") {
     std::string sp = model_dir + "/split.json";
-    LCX_CHECK(fs::exists(sp), "--data val: ", sp, " not found (the model was not trained by longctx train)");
+    LCX_CHECK(fs::exists(sp), "held-out text \"val\": ", sp, " not found (the model was not trained by longctx train; give a corpus instead)");
     auto split = nlohmann::json::parse(read_file(sp));
     auto cfg = nlohmann::json::parse(read_file(model_dir + "/config.json"));
     std::string sep = cfg.contains("data") ? cfg["data"].value("separator", "\n\n") : "\n\n";

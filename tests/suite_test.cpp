@@ -190,6 +190,18 @@ TEST(Suite, BadInputIsRefusedBeforeAnythingRuns) {
   expect_error([&] { run_suite({window}, {}, o2); }, {"passkey length 100 is shorter than", "/w's passkey prompt"});
   o2.passkey_samples = 0;
   expect_error([&] { run_suite({window}, {}, o2); }, {"passkey samples must be >= 1"});
+  // A model without held-out text (as `--ppl-data val` for a folder without split.json) is refused
+  // before the one listed first is measured.
+  auto bare = make_folder(d + "/bare", {{"type", "sliding_window"}, {"window", 32}});
+  auto o3 = small_options(d + "/out3");
+  auto text = o3.ppl_text;
+  o3.ppl_text = [text](const std::string& dir) {
+    LCX_CHECK(std::filesystem::exists(dir + "/split.json"), "held-out text \"val\": ", dir, "/split.json not found");
+    return text(dir);
+  };
+  write_file_atomic(window + "/split.json", "{}");
+  expect_error([&] { run_suite({window, bare}, {}, o3); }, {bare + "/split.json not found"});
+  EXPECT_FALSE(std::filesystem::exists(o3.out + "/rows/w.json"));
 }
 
 }  // namespace

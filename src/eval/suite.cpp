@@ -236,6 +236,9 @@ std::vector<SuiteRow> run_suite(const std::vector<std::string>& models, const st
       LCX_CHECK(shortest >= fixed, "eval suite: passkey length ", shortest, " is shorter than ", models[i],
                 "'s passkey prompt without filler (", fixed, " tokens)");
     }
+    // The held-out text is read once here, so that a model without it (e.g. --ppl-data val and no
+    // split.json) is refused now rather than after the models before it were measured.
+    if (o.ppl_text) o.ppl_text(models[i]);
     names.push_back(name);
   }
   fs::create_directories(o.out + "/rows");
