@@ -67,12 +67,17 @@ TEST(Passkey, ScoreReadsTheFirstInteger) {
   EXPECT_EQ(first_integer(""), -1);
 }
 
-TEST(Passkey, EvaluationWritesEveryCellAndDoesNotDependOnChunking) {
+// A byte-level model of width 32 with random weights (seed 1).
+static CausalLM tiny_model(int64_t layers, int64_t heads, const char* mixer) {
   torch::manual_seed(1);
   ModelConfig c;
-  c.d_model = 32, c.n_layers = 2, c.n_heads = 4, c.d_ff = 64;
-  c.mixer = nlohmann::json::parse(R"({"type": "infini_attention", "segment": 64})");
-  CausalLM m(c);
+  c.d_model = 32, c.n_layers = layers, c.n_heads = heads, c.d_ff = 64;
+  c.mixer = nlohmann::json::parse(mixer);
+  return CausalLM(c);
+}
+
+TEST(Passkey, EvaluationWritesEveryCellAndDoesNotDependOnChunking) {
+  auto m = tiny_model(2, 4, R"({"type": "infini_attention", "segment": 64})");
   ByteTokenizer tok;
   PasskeyEvalOptions o;
   o.lengths = {400, 700};
@@ -113,11 +118,7 @@ TEST(Passkey, EvaluationWritesEveryCellAndDoesNotDependOnChunking) {
 TEST(Passkey, ALongCellReportsHowFarItHasReadWhileItReads) {
   // A cell of a long prompt must not be silent until it ends: progress lines name the cell and
   // the tokens read so far, increasing up to the prompt's length.
-  torch::manual_seed(1);
-  ModelConfig c;
-  c.d_model = 32, c.n_layers = 1, c.n_heads = 2, c.d_ff = 64;
-  c.mixer = nlohmann::json::parse(R"({"type": "sliding_window", "window": 64})");
-  CausalLM m(c);
+  auto m = tiny_model(1, 2, R"({"type": "sliding_window", "window": 64})");
   ByteTokenizer tok;
   PasskeyEvalOptions o;
   o.lengths = {700};
